@@ -598,8 +598,9 @@ def load_model(
     """Build ``variant`` (``sam_widget.models.build_sam``) and load official weights into it.
 
     Args:
-        variant: "vit_b", "vit_l", "vit_h" or "mobile_sam" (or a model config accepted by
-            ``build_sam``, in which case ``checkpoint`` is required).
+        variant: "vit_b", "vit_l", "vit_h" or "mobile_sam", or a model config accepted by
+            ``build_sam`` (its ``variant`` name picks the registry entry when no
+            ``checkpoint`` is given).
         checkpoint: a path to a checkpoint file; when None the file is found with
             ``find_checkpoint`` or downloaded (``download``).
         device: where to put the model ("cpu", "cuda", a torch.device); default: CUDA, then
@@ -614,9 +615,9 @@ def load_model(
     name = _variant_name(variant)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
-    elif isinstance(variant, str):
-        _entry(variant)  # unknown names fail before any I/O
-        path = _resolve(variant, progress)
+    elif isinstance(variant, str) or name in REGISTRY:
+        _entry(name or "")  # unknown names fail before any I/O
+        path = _resolve(name, progress)  # type: ignore[arg-type]
     else:
         raise CheckpointError(
             "load_model with a model config needs checkpoint='path/to/file.pth'; only the "

@@ -129,13 +129,17 @@ def server(checkpoint_bytes):
     s.close()
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
+def use_empty_cache(tmp_path: Path, monkeypatch) -> Path:
     """An empty checkpoint dir named by $SAM_WIDGET_CHECKPOINT_DIR, and an empty torch hub."""
     folder = tmp_path / "checkpoints"
     monkeypatch.setenv(weights.ENV_DIR, str(folder))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     return folder
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    return use_empty_cache(tmp_path, monkeypatch)
 
 
 def _point_registry(monkeypatch, url: str, payload: bytes, **changes) -> weights.Checkpoint:
@@ -460,7 +464,7 @@ def _official_shaped_state(builder_name: str) -> collections.OrderedDict:
     with torch.device("meta"):
         model = getattr(segment_anything, builder_name)()
     return collections.OrderedDict(
-        (k, torch.zeros(1, dtype=v.dtype).expand(v.shape)) for k, v in model.state_dict().items()
+        (k, torch.zeros((), dtype=v.dtype).expand(v.shape)) for k, v in model.state_dict().items()
     )
 
 
