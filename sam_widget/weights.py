@@ -198,11 +198,22 @@ def can_download(variant: str, timeout: float = 2.0) -> bool:
     """Whether ``variant``'s checkpoint URL answers within ``timeout`` seconds (a HEAD
     request; nothing is downloaded)."""
     entry = _entry(variant)
-    request = urllib.request.Request(entry.url, method="HEAD")
+    headers = {"User-Agent": "sam-widget"}
+    request = urllib.request.Request(entry.url, method="HEAD", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return 200 <= response.status < 300
-    except (OSError, ValueError):  # URLError, HTTPError, timeouts, bad URL
+    except urllib.error.HTTPError as e:
+        if e.code not in (403, 405, 501):
+            return False
+    except (OSError, ValueError):  # URLError, timeouts, bad URL
+        return False
+    # some servers refuse HEAD: ask for the first byte instead (closed right away)
+    request = urllib.request.Request(entry.url, headers={**headers, "Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (OSError, ValueError):
         return False
 
 
@@ -266,13 +277,12 @@ def download(
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
     except OSError as e:
         raise CheckpointError(
-            f"cannot create the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable "
+            f"cannot write to the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable "
             "folder."
         ) from e
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -452,14 +462,17 @@ def _scan_file(path: Path) -> None:
         if head.startswith(b"PK"):
             try:
                 with zipfile.ZipFile(f) as archive:
-                    pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
+                    # every entry separately (infolist, not names): an archive with two
+                    # entries of one name must not hide one of them from the scan
+                    pickles = [i for i in archive.infolist() if i.filename.endswith(".pkl")]
                     if not pickles:
                         raise CheckpointError(
                             f"{path} is a zip archive but not a torch checkpoint (no data.pkl)."
                         )
-                    for member in pickles:
-                        scan_pickle(archive.read(member), source=str(path))
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+                    for info in pickles:
+                        with archive.open(info) as member:
+                            scan_pickle(member.read(), source=str(path))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
                 raise CheckpointError(_truncated_message(path, size)) from e
         elif head[:1] == b"\x80":
             # legacy (pre-1.6) format: magic number, protocol, sys info, the data, storage keys

@@ -262,6 +262,40 @@ def test_can_download_asks_the_server_without_downloading(
     assert _leftovers(cache) == []
 
 
+def test_can_download_falls_back_to_a_range_request_when_head_is_refused(
+    cache, monkeypatch, checkpoint_bytes
+):
+    seen = []
+
+    class NoHead(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802
+            seen.append("HEAD")
+            self.send_error(405)
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append("GET " + self.headers.get("Range", ""))
+            self.send_response(206)
+            self.send_header("Content-Length", "1")
+            self.end_headers()
+            self.wfile.write(b"P")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoHead)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/sam_test.pth"
+        _point_registry(monkeypatch, url, checkpoint_bytes)
+        assert weights.can_download("vit_b") is True
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert seen == ["HEAD", "GET bytes=0-0"]
+
+
 def test_cached_file_is_reused_without_network(server, cache, monkeypatch, checkpoint_bytes):
     entry = _point_registry(monkeypatch, server.url, checkpoint_bytes)
     first = weights.download("vit_b", progress=False)
@@ -374,6 +408,33 @@ def test_downloaded_payload_is_refused_after_download(tmp_path, cache, monkeypat
             weights.load_model("vit_b", device="cpu", progress=False)
     finally:
         server.close()
+    assert not marker.exists()
+
+
+def test_a_second_entry_of_the_same_name_cannot_hide_a_payload(tmp_path):
+    import warnings
+    import zipfile
+
+    evil_path, marker = _evil_checkpoint(tmp_path)
+    clean = io.BytesIO()
+    torch.save(collections.OrderedDict(weight=torch.zeros(2)), clean)
+    path = tmp_path / "twins.pth"
+    with (
+        zipfile.ZipFile(io.BytesIO(clean.getvalue())) as good,
+        zipfile.ZipFile(evil_path) as bad,
+        zipfile.ZipFile(path, "w") as out,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name"
+        # the payload first: a lookup by name finds only the clean entry written after it
+        pickled = next(i for i in bad.infolist() if i.filename.endswith("data.pkl"))
+        out.writestr(pickled.filename.replace("evil", "archive"), bad.read(pickled))
+        for info in good.infolist():
+            out.writestr(info.filename, good.read(info))
+    with zipfile.ZipFile(path) as archive:
+        assert b"payload" not in archive.read("archive/data.pkl")  # what a name lookup sees
+    with pytest.raises(CheckpointError, match="not a plain state dict"):
+        weights.load_state_dict(path)
     assert not marker.exists()
 
 
