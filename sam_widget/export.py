@@ -28,6 +28,8 @@ __all__ = [
     "label_image",
     "cutout",
     "save",
+    "load_prompt_log",
+    "replay",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -497,3 +499,83 @@ def save(
     paths["prompts"] = folder / "prompts.json"
     paths["prompts"].write_text(json.dumps(prompt_log, indent=1))
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# replaying a prompt log
+
+
+def load_prompt_log(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """The prompt log written by ``save``: from its folder, its ``prompts.json`` or a dict."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if path.is_dir():
+        path = path / "prompts.json"
+    return json.loads(path.read_text())
+
+
+def replay(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    engine: Any,
+    image: Any = None,
+) -> list[np.ndarray]:
+    """Reproduce the objects of a prompt log with an engine (``Predictor``, classic, ...).
+
+    Each object's ``prompts`` record is ``{"points": [[x, y, label], ...], "box": [x0, y0, x1,
+    y1] | None, "multimask": bool (default True), "selected": int (default: the best score)}``,
+    or ``{"steps": [record, ...]}`` for an object refined over several prompts, where each
+    step's selected low-res logits are fed to the next as ``mask_input`` (what the widget does
+    with ``refine=True``).
+
+    Args:
+        source: a folder written by ``save``, its prompts.json, or the log dict.
+        engine: anything with ``set_image(image)`` and ``predict(points, labels, box,
+            mask_input, multimask) -> Prediction``.
+        image: the image; default: the one saved in the folder. It must be the logged image
+            (same size and pixels, checked by SHA-256), else ``ValueError``.
+    Returns:
+        One bool (H, W) mask per object, in the log's order.
+    """
+    import hashlib
+
+    from sam_widget.images import to_rgb
+
+    log = load_prompt_log(source)
+    if image is None:
+        if isinstance(source, Mapping):
+            raise ValueError("replay from a dict needs the image")
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        image = folder / log["image"]["file_name"]
+    rgb = to_rgb(image)
+    expected = log.get("image", {}).get("sha256")
+    actual = hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()
+    if expected is not None and expected != actual:
+        raise ValueError(
+            "this is not the image the prompt log was made on (its pixels differ); pass the "
+            "original image"
+        )
+    engine.set_image(rgb)
+    masks = []
+    for obj in log.get("objects", []):
+        record = obj.get("prompts") or {}
+        steps = record.get("steps") or [record]
+        mask_input = None
+        mask = np.zeros(rgb.shape[:2], dtype=bool)
+        for step in steps:
+            triples = np.asarray(step.get("points") or [], dtype=np.float64).reshape(-1, 3)
+            box = step.get("box")
+            prediction = engine.predict(
+                points=triples[:, :2] if len(triples) else None,
+                labels=triples[:, 2].astype(np.int64) if len(triples) else None,
+                box=None if box is None else np.asarray(box, dtype=np.float64),
+                mask_input=mask_input,
+                multimask=bool(step.get("multimask", True)),
+            )
+            scores = np.asarray(prediction.scores).reshape(-1)
+            k = step.get("selected")
+            k = int(np.argmax(scores)) if k is None else int(k)
+            mask = np.asarray(prediction.masks[k], dtype=bool)
+            mask_input = np.asarray(prediction.logits)[k : k + 1]
+        masks.append(mask)
+    return masks

@@ -294,3 +294,96 @@ def test_save_writes_every_format(tmp_path):
 def test_save_rejects_masks_of_another_size(tmp_path):
     with pytest.raises(ValueError, match="the image is"):
         export.save(tmp_path, np.zeros((10, 10, 3), np.uint8), [np.zeros((9, 10), bool)])
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+class _DiscEngine:
+    """A tiny deterministic engine following the Engine protocol: candidate k is the disc of
+    radius 6 * (k + 1) around the mean foreground point, minus discs around background
+    points; with a box, candidates are clipped to it; mask_input widens every disc by 2."""
+
+    name = "disc"
+    device = "cpu"
+
+    def __init__(self):
+        self.image_shape = None
+        self.calls = []
+
+    def set_image(self, image):
+        self.image_shape = np.asarray(image).shape[:2]
+
+    def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=True):
+        from sam_widget.predictor import Prediction
+
+        self.calls.append((points, labels, box, mask_input is not None, multimask))
+        h, w = self.image_shape
+        yy, xx = np.mgrid[:h, :w]
+        grow = 2 if mask_input is not None else 0
+        n = 3 if multimask else 1
+        masks = np.zeros((n, h, w), bool)
+        pts = np.zeros((0, 2)) if points is None else np.asarray(points)
+        labs = np.zeros(0) if labels is None else np.asarray(labels)
+        for k in range(n):
+            r = 6 * (k + 1) + grow
+            fg = pts[labs == 1]
+            if len(fg):
+                cx, cy = fg.mean(axis=0)
+                masks[k] = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+            elif box is not None:
+                masks[k] = True
+            for bx, by in pts[labs == 0]:
+                masks[k] &= (xx - bx) ** 2 + (yy - by) ** 2 > 16
+            if box is not None:
+                x0, y0, x1, y1 = box
+                masks[k] &= (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+        scores = np.array([0.5, 0.9, 0.7][:n])
+        logits = masks.astype(np.float32)[:, :4, :4]
+        return Prediction(scores, logits, (h, w), lambda shape: masks)
+
+
+def test_saved_prompt_log_replays_to_the_same_objects(tmp_path):
+    image = np.random.default_rng(5).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    engine = _DiscEngine()
+    engine.set_image(image)
+    prompts = [
+        {"points": [[20, 20, 1]], "box": None, "multimask": True, "selected": 2},
+        {"points": [[50, 30, 1], [55, 30, 0]], "box": [40, 20, 70, 45], "multimask": False},
+        {
+            "steps": [
+                {"points": [[30, 40, 1]], "box": None, "selected": 0},
+                {"points": [[30, 40, 1], [34, 40, 0]], "box": None, "selected": 1},
+            ]
+        },
+    ]
+    first = engine.predict(np.array([[20, 20]]), np.array([1]), None, None, True).masks[2]
+    second = engine.predict(
+        np.array([[50, 30], [55, 30]]), np.array([1, 0]), np.array([40, 20, 70, 45]), None, False
+    ).masks[0]
+    step = engine.predict(np.array([[30, 40]]), np.array([1]), None, None, True)
+    third = engine.predict(
+        np.array([[30, 40], [34, 40]]), np.array([1, 0]), None, step.logits[:1], True
+    ).masks[1]
+    objects = [first, second, third]
+    export.save(tmp_path, image, objects, scores=[0.7, 0.5, 0.9], prompts=prompts)
+
+    replayer = _DiscEngine()
+    replayed = export.replay(tmp_path, replayer)
+    assert len(replayed) == 3
+    for got, want in zip(replayed, objects, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [c[3] for c in replayer.calls] == [False, False, False, True]  # refined step chained
+    assert replayer.calls[1][4] is False  # multimask honoured
+
+    # the same log on another image is refused
+    with pytest.raises(ValueError, match="not the image"):
+        export.replay(tmp_path / "prompts.json", _DiscEngine(), image=image[::-1])
+    # a default "selected" picks the best score
+    best = export.replay(
+        {"image": {}, "objects": [{"prompts": {"points": [[20, 20, 1]], "box": None}}]},
+        _DiscEngine(),
+        image=image,
+    )[0]
+    by_score = engine.predict(np.array([[20, 20]]), np.array([1]), None, None, True)
+    np.testing.assert_array_equal(best, by_score.masks[by_score.best])
