@@ -188,8 +188,10 @@ class JupyterLabServer:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--allow-root")  # containers and CI often run as root
         if self.server_extension is not None:
-            flag = "true" if self.server_extension else "false"
-            args.append(f'--ServerApp.jpserver_extensions={{"{SERVER_EXTENSION}": {flag}}}')
+            # an explicit entry wins over any jupyter_server_config.d file
+            args.append(
+                f"--ServerApp.jpserver_extensions={SERVER_EXTENSION}={self.server_extension}"
+            )
         return args + self.extra_args
 
     def environment(self) -> dict[str, str]:
