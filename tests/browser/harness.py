@@ -329,6 +329,34 @@ class JupyterLabServer:
                 self.api("DELETE", f"/api/sessions/{session['id']}")
 
 
+#: Python for a notebook cell: a minimal anywidget (inline _esm) showing a button that counts its
+#: clicks into the synced trait `clicks` of widget `w` (used to prove the harness and servers).
+CLICKER = '''
+import anywidget, traitlets
+
+class Clicker(anywidget.AnyWidget):
+    _esm = """
+    export default {
+      render({ model, el }) {
+        const b = document.createElement("button");
+        b.className = "harness-clicker";
+        b.textContent = "clicks: " + model.get("clicks");
+        b.addEventListener("click", () => {
+          model.set("clicks", model.get("clicks") + 1);
+          model.save_changes();
+        });
+        model.on("change:clicks", () => { b.textContent = "clicks: " + model.get("clicks"); });
+        el.appendChild(b);
+      }
+    };
+    """
+    clicks = traitlets.Int(0).tag(sync=True)
+
+w = Clicker()
+w
+'''
+
+
 # JavaScript run in the page. `app` is JupyterLab's application (window.jupyterapp).
 _JS_FIND_PANEL = """
 const findPanel = (path) => {

@@ -3,34 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from harness import CellError
+from harness import CLICKER, CellError
 
 pytestmark = pytest.mark.browser
-
-CLICKER = '''
-import anywidget, traitlets
-
-class Clicker(anywidget.AnyWidget):
-    _esm = """
-    export default {
-      render({ model, el }) {
-        const b = document.createElement("button");
-        b.className = "harness-clicker";
-        b.textContent = "clicks: " + model.get("clicks");
-        b.addEventListener("click", () => {
-          model.set("clicks", model.get("clicks") + 1);
-          model.save_changes();
-        });
-        model.on("change:clicks", () => { b.textContent = "clicks: " + model.get("clicks"); });
-        el.appendChild(b);
-      }
-    };
-    """
-    clicks = traitlets.Int(0).tag(sync=True)
-
-w = Clicker()
-w
-'''
 
 
 def test_cell_output_and_python_state(lab):
