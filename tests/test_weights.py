@@ -438,6 +438,22 @@ def test_a_second_entry_of_the_same_name_cannot_hide_a_payload(tmp_path):
     assert not marker.exists()
 
 
+def test_legacy_format_files_are_inspected_too(tmp_path):
+    """Checkpoints written before torch 1.6 are a row of pickles, not a zip: all are scanned."""
+    clean = tmp_path / "legacy.pth"
+    torch.save({"w": torch.arange(3.0)}, clean, _use_new_zipfile_serialization=False)
+    assert not clean.read_bytes().startswith(b"PK")
+    assert torch.equal(weights.load_state_dict(clean)["w"], torch.arange(3.0))
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "legacy_evil.pth"
+    torch.save(
+        {"w": torch.zeros(1), "x": _TouchOnLoad(marker)}, evil, _use_new_zipfile_serialization=False
+    )
+    with pytest.raises(CheckpointError, match="not a plain state dict"):
+        weights.load_state_dict(evil)
+    assert not marker.exists()
+
+
 def test_explicit_weights_only_is_passed_to_torch_load(tmp_path, monkeypatch, checkpoint_bytes):
     seen = []
     real_load = torch.load
