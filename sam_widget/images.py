@@ -57,7 +57,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if dtype == np.bool_:
         return array.astype(np.uint8) * 255
-    if dtype == np.uint16:
+    if dtype.kind == "u" and dtype.itemsize == 2:  # uint16 of either byte order
         return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if np.issubdtype(dtype, np.integer):
         low, high = int(array.min()), int(array.max())

@@ -64,6 +64,7 @@ def test_uint16_full_range_maps_to_uint8():
     np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255])
     rgb16 = RGB8.astype(np.uint16) * 257
     np.testing.assert_array_equal(to_rgb(rgb16), RGB8)
+    np.testing.assert_array_equal(to_rgb(rgb16.astype(">u2")), RGB8)  # big-endian (FITS, TIFF)
 
 
 def test_float_in_0_1_is_scaled():
