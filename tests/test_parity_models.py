@@ -14,6 +14,7 @@ within a few CPU minutes; every block runs the same code.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,3 +174,33 @@ def test_end_to_end_forward_matches_the_official_sam() -> None:
         assert float((o["iou_predictions"] - r["iou_predictions"]).abs().max()) <= IOU_TOL
         assert o["masks"].shape == r["masks"].shape and o["masks"].dtype == torch.bool
         assert (o["masks"] == r["masks"]).float().mean() >= 0.999
+
+
+@torch.no_grad()
+def test_the_official_sam_predictor_gives_the_same_masks_on_our_model() -> None:
+    # Code written against the official Sam (here: its own SamPredictor) runs on ours.
+    from segment_anything import SamPredictor
+
+    config = CONFIGS["vit_b"].with_encoder(
+        img_size=256, embed_dim=96, num_heads=4, depth=2, window_size=6, global_attn_indexes=(1,)
+    )
+    official, ours = _pair(config, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    image = (torch.rand(150, 200, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    results = []
+    for model in (official, ours):
+        predictor = SamPredictor(model)
+        predictor.set_image(image)
+        results.append(
+            predictor.predict(
+                point_coords=np.array([[120.0, 70.0], [30.0, 100.0]]),
+                point_labels=np.array([1, 0]),
+                box=np.array([20.0, 10.0, 180.0, 140.0]),
+                multimask_output=True,
+            )
+        )
+    (ref_masks, ref_scores, ref_logits), (masks, scores, logits) = results
+    assert masks.shape == ref_masks.shape == (3, 150, 200)
+    assert (masks == ref_masks).mean() >= 0.999
+    assert np.abs(scores - ref_scores).max() <= IOU_TOL
+    assert np.abs(logits - ref_logits).max() / ref_logits.std() <= LOGITS_TOL
