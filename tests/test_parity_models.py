@@ -204,3 +204,13 @@ def test_the_official_sam_predictor_gives_the_same_masks_on_our_model() -> None:
     assert (masks == ref_masks).mean() >= 0.999
     assert np.abs(scores - ref_scores).max() <= IOU_TOL
     assert np.abs(logits - ref_logits).max() / ref_logits.std() <= LOGITS_TOL
+
+
+@pytest.mark.parametrize("q_size,k_size", [(14, 14), (10, 10), (20, 20), (7, 14), (14, 7)])
+def test_relative_position_tables_match_including_resampling(q_size: int, k_size: int) -> None:
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    from sam_widget.models.image_encoder import rel_pos_table
+
+    table = torch.randn(27, 8, generator=torch.Generator().manual_seed(8))  # trained for 14
+    assert torch.allclose(rel_pos_table(q_size, k_size, table), get_rel_pos(q_size, k_size, table))

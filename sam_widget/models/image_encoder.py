@@ -55,9 +55,9 @@ def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tens
     """
     max_rel_dist = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != max_rel_dist:
-        rel_pos = F.interpolate(rel_pos.T.unsqueeze(0), size=max_rel_dist, mode="linear")[
-            0
-        ].T  # (max_rel_dist, hd)
+        table = rel_pos.T.unsqueeze(0)  # (1, hd, L)
+        table = F.interpolate(table, size=max_rel_dist, mode="linear")  # (1, hd, max_rel_dist)
+        rel_pos = table[0].T  # (max_rel_dist, hd)
     q_scale = max(k_size / q_size, 1.0)
     k_scale = max(q_size / k_size, 1.0)
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale  # (q, 1)
