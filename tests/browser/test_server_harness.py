@@ -65,3 +65,9 @@ def test_two_notebooks_and_reload(lab):
     first.reload()
     assert first.value("w.clicks") == 2
     first.cell_locator(0).locator("button.harness-clicker", has_text="clicks: 2").wait_for()
+    # Reloading with unsaved changes (JupyterLab asks before leaving) keeps the kernel too.
+    second.run_cell("y = 5")
+    second.reload()
+    assert second.value("(w.clicks, y)") == [101, 5]
+    assert not [line for line in lab.console if line.startswith("dialog:")]
+    assert first.wait_until("w.clicks == 2") is True
