@@ -9,7 +9,7 @@ captured to a file; `Lab` adds Playwright's Chromium (Debian's, see `chromium_pa
         nb = lab.new_notebook()
         cell = nb.run_cell("w = MyWidget(); w")
         cell.output.locator("button").click()
-        assert nb.value("w.clicks") == 1
+        nb.wait_until("w.clicks == 1")  # the view updates before the kernel hears of it
 
 Everything the browser does goes through JupyterLab's own application object (exposed with
 ``--LabApp.expose_app_in_browser``), so cells run exactly as a user's Shift+Enter runs them.
@@ -229,22 +229,24 @@ class JupyterLabServer:
         deadline = time.monotonic() + timeout_s()
         while True:
             if self._proc.poll() is not None:
-                raise HarnessError(
-                    f"jupyter lab exited with {self._proc.returncode} during start-up:\n"
-                    + self.log_tail()
-                )
+                message = f"jupyter lab exited with {self._proc.returncode} during start-up"
+                break
             try:
                 self.api("GET", "/api/status")
                 return self
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() > deadline:
-                self.stop()
-                raise HarnessError("jupyter lab did not answer in time:\n" + self.log_tail())
+                message = "jupyter lab did not answer in time"
+                break
             time.sleep(0.2)
+        self.stop()
+        tail = self.log_tail()
+        self.cleanup()  # nothing of a failed start stays behind; its log is in the error
+        raise HarnessError(f"{message}:\n{tail}")
 
     def stop(self) -> None:
-        """Stop the server (SIGINT twice, Jupyter's clean shutdown; SIGKILL as a last resort)."""
+        """Stop the server: Jupyter's own /api/shutdown, then SIGTERM, then SIGKILL."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError, urllib.error.URLError):
@@ -560,6 +562,9 @@ class Notebook:
 
     def wait_until(self, expr: str, *, poll_s: float = 0.1) -> Any:
         """Poll Python expression `expr` in the kernel until it is truthy; its value.
+
+        Use it after acting in the browser: a widget view shows its own change at once, while
+        the kernel hears of it later (ipywidgets sends one state update at a time).
 
         Gives up (HarnessError) after the harness timeout; a hang guard, not a time limit.
         """
