@@ -755,7 +755,7 @@ def _check_prompts(points, labels, box, mask_input, image_size):
             )
         if not np.isin(lab, (0, 1)).all():
             raise ValueError(f"labels must be 1 (foreground) or 0 (background), got {lab.tolist()}")
-        lab = np.broadcast_to(lab.astype(np.int32), coords.shape[:2])
+        lab = np.broadcast_to(lab.astype(np.int32), coords.shape[:2]).copy()
     elif labels is not None and len(labels) > 0:
         raise ValueError("labels were given without points")
     if box is not None:
