@@ -301,29 +301,68 @@ def _image_context(model: nn.Module, embedding: torch.Tensor) -> _ImageContext:
 def _tokens_to_image(
     attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
 ) -> torch.Tensor:
-    """Prompt tokens (B, T, C) attend to projected image keys/values (1 or B, heads, HW, d)."""
+    """Prompt tokens (B, T, C) attend to projected image keys/values (1, heads, HW, d)."""
     b, t, _ = queries.shape
     q = _heads(_linear(queries, attn.q_proj), attn.num_heads)  # (B, heads, T, d)
-    if keys.shape[0] == 1 and b > 1:
-        # shared image side: fold the batch into the query length, one attention call
-        q = q.transpose(0, 1).reshape(1, attn.num_heads, b * t, -1)
-        out = F.scaled_dot_product_attention(q, keys, values)  # (1, heads, B*T, d)
-        out = out.reshape(attn.num_heads, b, t, -1).transpose(0, 1)
-    else:
-        out = F.scaled_dot_product_attention(q, keys, values)  # (B, heads, T, d)
+    # shared image side: fold the batch into the query length, one attention call
+    q = q.transpose(0, 1).reshape(1, attn.num_heads, b * t, -1)
+    out = F.scaled_dot_product_attention(q, keys, values)  # (1, heads, B*T, d)
+    out = out.reshape(attn.num_heads, b, t, -1).transpose(0, 1)
+    return _linear(_merge_heads(out), attn.out_proj)  # (B, T, C)
+
+
+def _tokens_to_image_unprojected(
+    attn: nn.Module, queries: torch.Tensor, keys_pe: torch.Tensor, keys: torch.Tensor
+) -> torch.Tensor:
+    """Prompt tokens (B, T, C) attend to per-prompt image tokens (B, HW, C).
+
+    The few queries are moved into the image's C-dimensional space instead of projecting all
+    HW image tokens: q . (Wk x + bk) = (q Wk) . x + q . bk, and since attention weights sum to
+    one, sum_n a_n (Wv x_n + bv) = Wv (sum_n a_n x_n) + bv.
+    """
+    b, t, c = queries.shape
+    h = attn.num_heads
+    q = _heads(_linear(queries, attn.q_proj), h)  # (B, h, T, d)
+    d = q.shape[-1]
+    q_img = q @ attn.k_proj.weight.view(h, d, c)  # (B, h, T, C)
+    bias = (q * attn.k_proj.bias.view(h, 1, d)).sum(-1, keepdim=True)  # (B, h, T, 1)
+    scores = (q_img.reshape(b, h * t, c) @ keys_pe.transpose(1, 2)).view(b, h, t, -1)
+    weights = torch.softmax((scores + bias) * d**-0.5, dim=-1)  # (B, h, T, HW)
+    mixed = (weights.view(b, h * t, -1) @ keys).view(b, h, t, c)  # (B, h, T, C)
+    out = mixed @ attn.v_proj.weight.view(h, d, c).transpose(1, 2)  # (B, h, T, d)
+    out = out + attn.v_proj.bias.view(h, 1, d)
     return _linear(_merge_heads(out), attn.out_proj)  # (B, T, C)
 
 
 def _image_to_tokens(
-    attn: nn.Module, queries: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor
+    attn: nn.Module,
+    tokens_k: torch.Tensor,
+    tokens_v: torch.Tensor,
+    queries: torch.Tensor | None = None,
+    keys_pe: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Projected image queries (1 or B, heads, HW, d) attend to prompt tokens (B, T, C)."""
-    k = _heads(_linear(tokens_k, attn.k_proj), attn.num_heads)  # (B, heads, T, d)
-    v = _heads(_linear(tokens_v, attn.v_proj), attn.num_heads)
-    if queries.shape[0] != k.shape[0]:
-        queries = queries.expand(k.shape[0], -1, -1, -1)
-    out = F.scaled_dot_product_attention(queries, k, v)  # (B, heads, HW, d)
-    return _linear(_merge_heads(out), attn.out_proj)  # (B, HW, C)
+    """Image tokens attend to the prompt tokens (B, T, C); returns (B, HW, C).
+
+    The image side is either projected queries (1, heads, HW, d) (``queries``) or image tokens
+    (B, HW, C) (``keys_pe``), whose projection is folded into the few prompt keys:
+    (Wq x + bq) . k = x . (Wq^T k) + bq . k. The output projection is folded into the values,
+    so no (HW, d) tensor is made: out = sum_heads A_h (V_h Wo_h^T) + bo.
+    """
+    b, t, c = tokens_k.shape
+    h = attn.num_heads
+    k = _heads(_linear(tokens_k, attn.k_proj), h)  # (B, h, T, d)
+    v = _heads(_linear(tokens_v, attn.v_proj), h)
+    d = k.shape[-1]
+    if queries is not None:
+        scores = (queries @ k.transpose(-1, -2)).permute(0, 2, 1, 3)  # (B, HW, h, T)
+    else:
+        wq = attn.q_proj.weight.view(h, d, c)
+        m = (wq.transpose(1, 2) @ k.transpose(-1, -2)).permute(0, 2, 1, 3)  # (B, C, h, T)
+        bias = (k * attn.q_proj.bias.view(h, 1, d)).sum(-1)  # (B, h, T)
+        scores = (keys_pe @ m.reshape(b, c, h * t)).view(b, -1, h, t) + bias[:, None]
+    weights = torch.softmax(scores * d**-0.5, dim=-1).reshape(b, -1, h * t)  # (B, HW, h*T)
+    values = v @ attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (B, h, T, C)
+    return torch.baddbmm(attn.out_proj.bias, weights, values.reshape(b, h * t, c))
 
 
 def _two_way_block(
@@ -343,16 +382,20 @@ def _two_way_block(
     queries = layer.norm1(queries)
 
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-    if context is not None:
-        k_img, v_img, q_img = context.keys0, context.values0, context.queries0
+    q = queries + query_pe
+    if context is not None:  # layer 0 without mask input: the image side is precomputed
+        attn_out = _tokens_to_image(t2i, q, context.keys0, context.values0)
     else:
         keys_pe = keys + key_pe  # the same sum serves both cross attentions
-        k_img = _heads(_linear(keys_pe, t2i.k_proj), t2i.num_heads)
-        v_img = _heads(_linear(keys, t2i.v_proj), t2i.num_heads)
-        q_img = _heads(_linear(keys_pe, i2t.q_proj), i2t.num_heads)
-    queries = layer.norm2(queries + _tokens_to_image(t2i, queries + query_pe, k_img, v_img))
+        attn_out = _tokens_to_image_unprojected(t2i, q, keys_pe, keys)
+    queries = layer.norm2(queries + attn_out)
     queries = layer.norm3(queries + layer.mlp(queries))
-    keys = layer.norm4(keys + _image_to_tokens(i2t, q_img, queries + query_pe, queries))
+    q = queries + query_pe
+    if context is not None:
+        attn_out = _image_to_tokens(i2t, q, queries, queries=context.queries0)
+    else:
+        attn_out = _image_to_tokens(i2t, q, queries, keys_pe=keys_pe)
+    keys = layer.norm4(keys + attn_out)
     return queries, keys
 
 
@@ -387,12 +430,8 @@ def _decode(
             layer, queries, keys, tokens, context.pe, first if i == 0 else None
         )
     final = transformer.final_attn_token_to_image
-    keys_pe = keys + context.pe
-    k_img = _heads(_linear(keys_pe, final.k_proj), final.num_heads)
-    v_img = _heads(_linear(keys, final.v_proj), final.num_heads)
-    queries = transformer.norm_final_attn(
-        queries + _tokens_to_image(final, queries + tokens, k_img, v_img)
-    )
+    attn_out = _tokens_to_image_unprojected(final, queries + tokens, keys + context.pe, keys)
+    queries = transformer.norm_final_attn(queries + attn_out)
     keys = keys.expand(b, -1, -1)  # (B, HW, C)
 
     selected = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
