@@ -43,7 +43,8 @@ import numpy as np
 from .predictor import Prediction, Shape
 
 LOWRES = 256  # side of SAM's low-resolution logit frame (1024 / 4)
-_LOGIT_CLIP = 20.0  # signed distances are clipped to +-this many low-res pixels
+_LOGIT_CLIP = 20.0  # logits saturate at +-this value, as SAM's roughly do
+_LOGIT_BAND = 3  # ... at this many low-res pixels from the mask boundary
 
 
 @dataclass(eq=False)
@@ -248,27 +249,32 @@ class ClassicPredictor:
     # -- building the hierarchy -------------------------------------------------------------
 
     def _build(self, rgb: np.ndarray) -> _Hierarchy:
+        from PIL import Image
         from scipy import ndimage as ndi
         from skimage.color import rgb2lab
         from skimage.segmentation import relabel_sequential, slic
-        from skimage.transform import resize
 
         H, W = rgb.shape[:2]
         scale = min(1.0, self.working_size / max(H, W))
         hh, ww = max(1, round(H * scale)), max(1, round(W * scale))
+        if (hh, ww) != (H, W):  # PIL's area-averaging resize: fast and alias-free
+            rgb = np.asarray(Image.fromarray(rgb).resize((ww, hh), Image.Resampling.BOX))
         work = rgb.astype(np.float32) / 255.0
-        if (hh, ww) != (H, W):
-            work = resize(work, (hh, ww), anti_aliasing=True, preserve_range=True)
         lab = rgb2lab(work).astype(np.float32)  # L in [0, 100], a/b roughly [-100, 100]
         n_segments = max(2, min(self.n_segments, hh * ww // 16))
+        # slic rescales its input to [0, 1] before use; given RGB in [0, 1] it converts
+        # to Lab itself, where its default compactness is meant to be used. Smoothing
+        # first (sigma) keeps noise and fine texture from fragmenting the superpixels.
         leaves = slic(
-            lab,
+            work,
             n_segments=n_segments,
             compactness=self.compactness,
+            sigma=1.0,
             start_label=0,
-            convert2lab=False,
+            convert2lab=True,
             channel_axis=-1,
             enforce_connectivity=True,
+            max_num_iter=6,
         )
         leaves = relabel_sequential(leaves)[0].astype(np.int32)
         n = int(leaves.max()) + 1
@@ -646,22 +652,21 @@ def _rank(
 
 
 def _signed_distance_logits(h: _Hierarchy, tables: np.ndarray) -> np.ndarray:
-    """(..., C, 256, 256) float32 signed distances (low-res pixels) to each mask's boundary."""
-    from scipy.ndimage import distance_transform_edt
+    """(..., C, 256, 256) float32 logits in the 256 frame: positive inside each mask.
+
+    A signed distance to the boundary within a band of a few low-res pixels (a box-filtered
+    mask, rescaled), saturating at +-20 beyond it, like SAM's logits: thresholding at 0
+    gives the mask back, and the values can be fed back as ``mask_input``.
+    """
+    from scipy.ndimage import uniform_filter
 
     lh, lw = h.leaves_lowres.shape
     flat = tables.reshape(-1, tables.shape[-1])
-    out = np.empty((len(flat), LOWRES, LOWRES), dtype=np.float32)
-    for i, table in enumerate(flat):
-        mask = np.zeros((LOWRES, LOWRES), dtype=bool)
-        mask[:lh, :lw] = table[h.leaves_lowres]
-        if not mask.any():
-            out[i] = -_LOGIT_CLIP
-            continue
-        if mask.all():
-            out[i] = _LOGIT_CLIP
-            continue
-        inside = distance_transform_edt(mask)
-        outside = distance_transform_edt(~mask)
-        out[i] = np.clip(np.where(mask, inside - 0.5, 0.5 - outside), -_LOGIT_CLIP, _LOGIT_CLIP)
-    return out.reshape(*tables.shape[:-1], LOWRES, LOWRES)
+    masks = np.zeros((len(flat), LOWRES, LOWRES), dtype=np.float32)
+    masks[:, :lh, :lw] = flat[:, h.leaves_lowres]
+    band = 2 * _LOGIT_BAND + 1
+    smooth = uniform_filter(masks, size=(1, band, band), mode="constant")
+    # a pixel keeps its side of the boundary even where the box filter is exactly 1/2
+    logits = np.where(masks > 0, np.maximum(smooth, 0.5 + 1e-3), np.minimum(smooth, 0.5 - 1e-3))
+    logits = (logits - 0.5) * (2 * _LOGIT_CLIP)
+    return logits.reshape(*tables.shape[:-1], LOWRES, LOWRES).astype(np.float32)
