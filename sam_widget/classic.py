@@ -176,6 +176,14 @@ class ClassicPredictor:
     def image_shape(self) -> Shape | None:
         return None if self._h is None else self._h.image_shape
 
+    @property
+    def superpixels(self) -> np.ndarray:
+        """(Hw, Ww) int32 superpixel label per pixel at the working resolution: the finest
+        regions a prompt can select (what ``set_image`` computed, like SAM's embedding)."""
+        if self._h is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        return self._h.leaves
+
     def set_image(self, image: Any) -> None:
         """Build the region hierarchy for ``image`` (numpy, PIL image or path)."""
         rgb = _to_rgb(image)
@@ -255,10 +263,13 @@ class ClassicPredictor:
         from skimage.segmentation import relabel_sequential, slic
 
         H, W = rgb.shape[:2]
-        scale = min(1.0, self.working_size / max(H, W))
+        # like SAM's encoder, always work at one size (longest side working_size): small
+        # images are enlarged so superpixel edges fall between their pixels
+        scale = self.working_size / max(H, W)
         hh, ww = max(1, round(H * scale)), max(1, round(W * scale))
-        if (hh, ww) != (H, W):  # PIL's area-averaging resize: fast and alias-free
-            rgb = np.asarray(Image.fromarray(rgb).resize((ww, hh), Image.Resampling.BOX))
+        if (hh, ww) != (H, W):  # area averaging when shrinking (alias-free), else bilinear
+            method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+            rgb = np.asarray(Image.fromarray(rgb).resize((ww, hh), method))
         work = rgb.astype(np.float32) / 255.0
         lab = rgb2lab(work).astype(np.float32)  # L in [0, 100], a/b roughly [-100, 100]
         n_segments = max(2, min(self.n_segments, hh * ww // 16))
