@@ -214,7 +214,6 @@ def test_a_new_image_does_not_change_earlier_predictions(scene):
 
 
 def test_accepts_gray_and_float_images_through_images_to_rgb():
-    pytest.importorskip("sam_widget.images", reason="sam_widget.images has not landed yet")
     gray = np.zeros((60, 80), dtype=np.float32)
     gray[20:40, 30:50] = 1.0
     engine = ClassicPredictor()

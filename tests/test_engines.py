@@ -124,9 +124,9 @@ def test_a_named_variant_without_weights_says_how_to_get_them(no_weights):
 
 
 def test_a_loaded_model_becomes_a_predictor():
-    models = pytest.importorskip("sam_widget.models", reason="sam_widget.models not landed yet")
-    pytest.importorskip("sam_widget.predictor").Predictor  # noqa: B018
-    sam = models.build_sam("vit_b").eval()
+    from sam_widget.models import build_sam
+
+    sam = build_sam("vit_b").eval()
     engine = resolve_engine(sam, device="cpu")
     assert isinstance(engine, Engine)
     assert engine.name == "vit_b"
