@@ -3,11 +3,14 @@
 `resolve_engine` is the one place that decides which engine answers prompts: the widget, the
 demo and the CLI all call it. ``"auto"`` means SAM vit_b when its weights are on this machine
 or can be downloaded, else the weights-free `ClassicPredictor`, announced by an
-`EngineFallbackWarning` that says how to get SAM's weights.
+`EngineFallbackWarning` that says how to get SAM's weights. The environment variable
+``SAM_WIDGET_MODEL`` (e.g. ``classic`` on a machine that should never download) overrides
+what ``"auto"`` means.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -15,6 +18,7 @@ from .predictor import Engine
 
 AUTO_VARIANT = "vit_b"  # what "auto" loads when SAM weights are at hand
 SAM_VARIANTS = ("vit_b", "vit_l", "vit_h", "mobile_sam")
+ENV_MODEL = "SAM_WIDGET_MODEL"  # overrides what "auto" means, e.g. "classic" or "mobile_sam"
 
 
 class EngineFallbackWarning(UserWarning):
@@ -54,7 +58,8 @@ def resolve_engine(model: Any = "auto", device: str | None = None) -> Engine:
 
     Args:
         model: ``"auto"`` (SAM vit_b if its weights are cached or downloadable, else the
-            weights-free engine with an `EngineFallbackWarning`), a SAM variant name
+            weights-free engine with an `EngineFallbackWarning`; ``$SAM_WIDGET_MODEL``, when
+            set, replaces it), a SAM variant name
             (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"mobile_sam"``: loaded, downloading the
             weights if needed), ``"classic"`` (the weights-free engine), a loaded SAM model
             (an ``nn.Module`` such as ``sw.load_model("vit_b")`` or ``sw.build_sam(...)``), or
@@ -70,13 +75,16 @@ def resolve_engine(model: Any = "auto", device: str | None = None) -> Engine:
     if isinstance(model, str):
         name = model.strip().lower()
         if name == "auto":
+            name = os.environ.get(ENV_MODEL, "auto").strip().lower() or "auto"
+        if name == "auto":
             return _auto(device)
         if name == "classic":
             return _classic(device)
         if name in SAM_VARIANTS:
             return _sam(name, device)
+        source = f" (from ${ENV_MODEL})" if name != model.strip().lower() else ""
         raise ValueError(
-            f"unknown model {model!r}: use 'auto', 'classic', one of "
+            f"unknown model {name!r}{source}: use 'auto', 'classic', one of "
             f"{', '.join(map(repr, SAM_VARIANTS))}, a loaded SAM model or a Predictor"
         )
     if _is_module(model):

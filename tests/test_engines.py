@@ -29,6 +29,11 @@ def refused_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def no_override(monkeypatch):
+    monkeypatch.delenv("SAM_WIDGET_MODEL", raising=False)
+
+
 @pytest.fixture
 def no_weights(tmp_path, monkeypatch):
     """An empty checkpoint folder and torch hub, and vit_b's URL on a refused loopback port."""
@@ -144,3 +149,16 @@ def test_unknown_names_list_the_choices(model):
 def test_other_objects_are_a_type_error(model):
     with pytest.raises(TypeError, match="model must be"):
         resolve_engine(model)
+
+
+def test_the_environment_can_pin_what_auto_means(weights_server, monkeypatch):
+    monkeypatch.setenv("SAM_WIDGET_MODEL", "classic")  # e.g. CI: never download
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(resolve_engine("auto"), ClassicPredictor)
+    monkeypatch.setenv("SAM_WIDGET_MODEL", "vit_q")
+    with pytest.raises(ValueError, match=r"'vit_q' \(from \$SAM_WIDGET_MODEL\)"):
+        resolve_engine()
+    # an explicit model is not overridden
+    with pytest.raises(weights.CheckpointError):
+        resolve_engine("vit_b")
