@@ -48,7 +48,6 @@ def test_runs_headless_without_errors(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SAM_WIDGET_NOTEBOOK_GRID", "4")
     monkeypatch.setenv("SAM_WIDGET_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     # timeout=None: no wall-clock limit per cell (the machine may be busy); errors still fail
     client = NotebookClient(
