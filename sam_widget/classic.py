@@ -11,8 +11,10 @@ How it works (all heavy work happens once per image in `set_image`, like SAM's e
    standard deviation of lightness);
 3. a region adjacency graph (``skimage.graph.RAG``) over the superpixels is merged greedily,
    cheapest pair first, by ``skimage.graph.merge_hierarchical`` with a Ward-like cost
-   (``sqrt(n1 n2 / (n1 + n2)) * |f1 - f2|``) until one region is left. Recording every merge
-   gives a binary tree of regions: the hierarchy every prompt is answered from.
+   (``sqrt(n1 n2 / (n1 + n2)) * |f1 - f2|``) scaled by the strength of the image edge along
+   the two regions' shared boundary (Sobel of the smoothed Lab image), until one is left.
+   Recording every merge gives a binary tree of regions: the hierarchy every prompt is
+   answered from.
 
 `predict` then only walks that tree (a few milliseconds): the regions that contain every
 foreground point and no background point form a chain from small to large; the three most
@@ -299,8 +301,13 @@ class ClassicPredictor:
         channels = [lab[..., 0], lab[..., 1], lab[..., 2], texture * self.texture_weight]
         sums = np.stack([np.bincount(flat, c.ravel(), minlength=n) for c in channels], axis=1)
 
-        edges = _adjacent_pairs(leaves)
-        parent, height = _merge_tree(n, area, sums, edges)
+        # edge strength: gradient magnitude of the smoothed Lab image (Sobel, per channel)
+        smooth = ndi.gaussian_filter(lab, sigma=(1, 1, 0))
+        edge = np.sqrt(
+            sum(ndi.sobel(smooth[..., c], axis=ax) ** 2 for c in range(3) for ax in (0, 1))
+        )
+        edges, boundary = _adjacent_pairs(leaves, edge)
+        parent, height = _merge_tree(n, area, sums, edges, boundary)
         tree = _tree_arrays(leaves, n, parent, height, area)
         return _Hierarchy(
             image_shape=(H, W),
@@ -314,16 +321,25 @@ class ClassicPredictor:
 # -- hierarchy construction helpers -----------------------------------------------------------
 
 
-def _adjacent_pairs(leaves: np.ndarray) -> np.ndarray:
-    """(E, 2) unique pairs (a < b) of 4-connected neighbouring labels."""
+def _adjacent_pairs(leaves: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E, 2) unique pairs (a < b) of 4-connected neighbouring labels, and (E, 2) the sum of
+    ``edge`` (a per-pixel edge strength) along their shared boundary and its length."""
     a = np.concatenate([leaves[:, :-1].ravel(), leaves[:-1, :].ravel()])
     b = np.concatenate([leaves[:, 1:].ravel(), leaves[1:, :].ravel()])
+    strength = np.concatenate(
+        [
+            np.maximum(edge[:, :-1], edge[:, 1:]).ravel(),
+            np.maximum(edge[:-1, :], edge[1:, :]).ravel(),
+        ]
+    )
     differ = a != b
+    n = int(leaves.max()) + 1
     lo = np.minimum(a[differ], b[differ]).astype(np.int64)
     hi = np.maximum(a[differ], b[differ]).astype(np.int64)
-    key = np.unique(lo * (int(leaves.max()) + 1) + hi)
-    n = int(leaves.max()) + 1
-    return np.stack([key // n, key % n], axis=1)
+    key, index = np.unique(lo * n + hi, return_inverse=True)
+    total = np.bincount(index, strength[differ], minlength=len(key))
+    length = np.bincount(index, minlength=len(key)).astype(np.float64)
+    return np.stack([key // n, key % n], axis=1), np.stack([total, length], axis=1)
 
 
 def _ward(c1: float, s1: np.ndarray, c2: float, s2: np.ndarray) -> float:
@@ -332,8 +348,16 @@ def _ward(c1: float, s1: np.ndarray, c2: float, s2: np.ndarray) -> float:
     return float(np.sqrt(c1 * c2 / (c1 + c2)) * np.sqrt(diff @ diff))
 
 
+def _cost(c1: float, s1: np.ndarray, c2: float, s2: np.ndarray, boundary: np.ndarray,
+          typical_edge: float) -> float:
+    """Merge cost: the Ward-like colour/texture cost, scaled by how strong the edge along
+    the shared boundary is compared with a typical edge (weak edges merge first)."""
+    mean_edge = boundary[0] / max(boundary[1], 1.0)
+    return _ward(c1, s1, c2, s2) * (mean_edge + typical_edge) / (2 * typical_edge)
+
+
 def _merge_tree(
-    n: int, area: np.ndarray, sums: np.ndarray, edges: np.ndarray
+    n: int, area: np.ndarray, sums: np.ndarray, edges: np.ndarray, boundary: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge the region adjacency graph down to one region; return (parent, height) per node.
 
@@ -345,8 +369,11 @@ def _merge_tree(
     rag = RAG()
     for i in range(n):
         rag.add_node(i, labels=[i], count=area[i], sum=sums[i].copy(), tree=i)
-    for a, b in edges:
-        rag.add_edge(int(a), int(b), weight=_ward(area[a], sums[a], area[b], sums[b]))
+    edge_means = boundary[:, 0] / np.maximum(boundary[:, 1], 1.0)
+    typical = float(np.median(edge_means)) + 1e-6 if len(edge_means) else 1.0
+    for (a, b), bd in zip(edges, boundary, strict=True):
+        cost = _cost(area[a], sums[a], area[b], sums[b], bd, typical)
+        rag.add_edge(int(a), int(b), weight=cost, boundary=bd)
 
     parent = np.full(2 * n - 1, -1, dtype=np.int64)
     height = np.zeros(2 * n - 1, dtype=np.float64)
@@ -364,9 +391,14 @@ def _merge_tree(
         d["count"] = s["count"] + d["count"]
         d["sum"] = s["sum"] + d["sum"]
 
-    def new_weight(graph: Any, src: int, dst: int, other: int) -> dict[str, float]:
+    def new_weight(graph: Any, src: int, dst: int, other: int) -> dict[str, Any]:
         d, o = graph.nodes[dst], graph.nodes[other]
-        return {"weight": _ward(d["count"], d["sum"], o["count"], o["sum"])}
+        bd = np.zeros(2)
+        for node in (src, dst):  # the merged region's boundary with `other` is both of theirs
+            if graph.has_edge(node, other):
+                bd = bd + graph[node][other]["boundary"]
+        cost = _cost(d["count"], d["sum"], o["count"], o["sum"], bd, typical)
+        return {"weight": cost, "boundary": bd}
 
     labels = np.arange(n)  # merge_hierarchical relabels this; we only want the merge hooks
     merge_hierarchical(labels, rag, np.inf, False, True, on_merge, new_weight)
