@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,11 @@ class SamWidget(anywidget.AnyWidget):
     """Revision of the prompt state that ``_masks`` answers."""
     prompt_seq = t.Unicode("").tag(sync=True)
     """"client:seq" of the last frontend message applied (lets a view drop stale local state)."""
+    history = t.List().tag(sync=True)
+    """The undo history: prompt states {"points", "box"}, oldest first."""
+    history_index = t.Int(0).tag(sync=True)
+    """Index of the current state in ``history``."""
+    _uid = t.Unicode().tag(sync=True)
     _image = t.Bytes(b"").tag(sync=True)
     _masks = t.Bytes(b"").tag(sync=True)
 
@@ -226,7 +232,8 @@ class SamWidget(anywidget.AnyWidget):
                 f"SamWidget() got unexpected keyword argument(s): {names}. Valid ones: model, "
                 "device, max_display_size, multimask, refine, hover, opacity."
             )
-        super().__init__(multimask=multimask, refine=refine, hover=hover, opacity=opacity)
+        super().__init__(multimask=multimask, refine=refine, hover=hover, opacity=opacity,
+                         _uid=uuid.uuid4().hex, history=[{"points": [], "box": None}])
         self._max_display = int(max_display_size)
         self._cv = threading.Condition(threading.RLock())
         self._history: list[_Entry] = [_Entry([], None)]
@@ -457,9 +464,12 @@ class SamWidget(anywidget.AnyWidget):
         return path
 
     def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
+        """Stop the background thread and close the widget's comm."""
+        cv = getattr(self, "_cv", None)
+        if cv is not None:
+            with cv:
+                self._closed = True
+                cv.notify_all()
         super().close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -530,6 +540,9 @@ class SamWidget(anywidget.AnyWidget):
         values = {
             "points": [list(p) for p in entry.points],
             "box": None if entry.box is None else list(entry.box),
+            "history": [{"points": [list(p) for p in e.points], "box": e.box}
+                        for e in self._history],
+            "history_index": self._index,
             "can_undo": self._index > 0,
             "can_redo": self._index < len(self._history) - 1,
             "prompt_rev": self._rev,
