@@ -3,7 +3,7 @@
 // committed objects. Protocol state (sequence numbers, decoded masks, hover scheduling) lives in
 // `initialize` (once per model); DOM in `render` (once per view); both return cleanups.
 
-import { decodeMasks, hexColor, paintMask, unpackMask, type MaskSet } from "./codec";
+import { area, decodeMasks, hexColor, paintMask, unpackMask, type MaskSet } from "./codec";
 import {
   clickPoints, clientToPixel, dragToBox, fitSize, imageToCanvas,
   type Box, type Point, type Rect,
@@ -237,8 +237,11 @@ class Session {
     if (msg.rev !== this.model.get("prompt_rev") || this.local) return; // prompts moved on
     try {
       const set = await decodeMasks(buffers[0]);
-      this.hoverMask = { mask: unpackMask(set, 0), rev: msg.rev, width: set.width, height: set.height };
-      performance.mark("sam:hover-drawn", { detail: { seq: msg.seq, x: position[0], y: position[1] } });
+      const mask = unpackMask(set, 0);
+      this.hoverMask = { mask, rev: msg.rev, width: set.width, height: set.height };
+      performance.mark("sam:hover-drawn", {
+        detail: { seq: msg.seq, x: position[0], y: position[1], area: area(mask) },
+      });
     } catch (err) {
       console.error("sam-widget: cannot decode hover mask", err);
     }
@@ -407,6 +410,9 @@ export default {
       ctx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
       ctx.imageSmoothingEnabled = false;
       if (composed.width) ctx.drawImage(composed, 0, 0, maskCanvas.width, maskCanvas.height);
+      // what is on screen, for tests and assistive tooling
+      root.dataset.maskRev = String(session.masksRev);
+      root.dataset.selected = String(model.get("selected"));
     };
 
     const hoverCanvas = document.createElement("canvas");
