@@ -611,10 +611,15 @@ export default {
     markerCanvas.addEventListener("pointerleave", onLeave);
     markerCanvas.addEventListener("contextmenu", onContext);
     root.addEventListener("keydown", onKey);
-    undoBtn.addEventListener("click", () => session.sendEdit("undo"));
-    redoBtn.addEventListener("click", () => session.sendEdit("redo"));
-    clearBtn.addEventListener("click", () => session.sendEdit("clear"));
-    addBtn.addEventListener("click", () => session.sendCommit());
+    // a button that becomes disabled drops focus to <body>: keep the keys with the widget
+    const act = (f: () => void) => () => {
+      f();
+      root.focus({ preventScroll: true });
+    };
+    undoBtn.addEventListener("click", act(() => session.sendEdit("undo")));
+    redoBtn.addEventListener("click", act(() => session.sendEdit("redo")));
+    clearBtn.addEventListener("click", act(() => session.sendEdit("clear")));
+    addBtn.addEventListener("click", act(() => session.sendCommit()));
     allBtn.addEventListener("click", () => session.send({ type: "everything" }));
     hoverBox.addEventListener("change", () => {
       model.set("hover", hoverBox.checked);

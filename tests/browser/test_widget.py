@@ -51,22 +51,25 @@ def wait_for(predicate, what: str, timeout: float = 120.0, interval: float = 0.1
 
 
 def show(nb, h: int = 480, w: int = 640, name: str = "w", extra: str = ""):
-    """Show a SamWidget for a synthetic h x w scene; returns the cell once the image is encoded."""
+    """Show a SamWidget for a synthetic h x w scene; returns its view (the `.sam-widget` element)
+    once the image is encoded."""
     nb.run_cell(SETUP.format(engine=ENGINE))
-    cell = nb.run_cell(f"{name} = SamWidget(scene({h}, {w}), model=engine{extra}); {name}")
+    nb.run_cell(f"{name} = SamWidget(scene({h}, {w}), model=engine{extra}); {name}")
     nb.execute(f"{name}._wait()")  # encoding done (the status says so too)
-    canvas = cell.output.locator("canvas.sam-markers")
-    canvas.wait_for()
-    cell.output.locator(".sam-status", has_text="ready").wait_for()
-    return cell
+    view = nb.page.locator(".sam-widget").first
+    view.locator("canvas.sam-markers").wait_for()
+    view.locator(".sam-status", has_text="ready").wait_for()
+    return view
 
 
-def markers(cell):
-    return cell.output.locator("canvas.sam-markers")
+def markers(view):
+    return view.locator("canvas.sam-markers")
 
 
-def box_of(cell) -> dict:
-    return markers(cell).bounding_box()
+def box_of(view) -> dict:
+    """The image canvas's page rectangle, scrolled into sight first."""
+    markers(view).scroll_into_view_if_needed()
+    return markers(view).bounding_box()
 
 
 def pixel(bb: dict, fx: float, fy: float, width: int, height: int) -> tuple[float, float, int, int]:
@@ -87,11 +90,11 @@ def settled(nb, name: str = "w") -> dict:
     )
 
 
-def wait_overlay_rev(cell, rev: int):
+def wait_overlay_rev(view, rev: int):
     """Wait until the view has drawn the masks of prompt revision `rev`."""
-    cell.output.page.wait_for_function(
+    view.page.wait_for_function(
         """([el, rev]) => el.dataset.maskRev !== undefined && Number(el.dataset.maskRev) >= rev""",
-        arg=[cell.output.locator(".sam-widget").element_handle(), rev],
+        arg=[view.element_handle(), rev],
     )
 
 
@@ -107,8 +110,8 @@ _JS_ALPHA = """(canvas) => {
 }"""
 
 
-def canvas_alpha(cell, selector: str = "canvas.sam-overlay") -> np.ndarray:
-    out = cell.output.locator(selector).evaluate(_JS_ALPHA)
+def canvas_alpha(view, selector: str = "canvas.sam-overlay") -> np.ndarray:
+    out = view.locator(selector).evaluate(_JS_ALPHA)
     flat = np.frombuffer(base64.b64decode(out["b64"]), np.uint8)
     return flat.reshape(out["height"], out["width"]).astype(bool)
 
@@ -131,8 +134,8 @@ def resample_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ tests
 def test_left_click_is_a_foreground_point_at_the_right_pixel(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     cx, cy, px, py = pixel(bb, 0.35, 0.45, 640, 480)
     nb.page.mouse.click(cx, cy)
     wait_for(lambda: nb.value("w.points"), "a point in Python")
@@ -141,8 +144,8 @@ def test_left_click_is_a_foreground_point_at_the_right_pixel(lab):
 
 def test_right_click_and_shift_click_are_background_points(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     cx, cy, px, py = pixel(bb, 0.2, 0.2, 640, 480)
     nb.page.mouse.click(cx, cy, button="right")
     wait_for(lambda: len(nb.value("w.points")) == 1, "the right click")
@@ -156,8 +159,8 @@ def test_right_click_and_shift_click_are_background_points(lab):
 
 def test_click_near_a_point_removes_it(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     cx, cy, px, py = pixel(bb, 0.5, 0.5, 640, 480)
     nb.page.mouse.click(cx, cy)
     wait_for(lambda: nb.value("w.points") == [[px, py, 1]], "the point")
@@ -167,15 +170,15 @@ def test_click_near_a_point_removes_it(lab):
 
 def test_click_after_resize_and_on_a_downscaled_large_image(lab):
     nb = lab.new_notebook()
-    cell = show(nb, h=1600, w=2400)  # displayed at 1024 x 683, prompts in original pixels
+    view = show(nb, h=1600, w=2400)  # displayed at 1024 x 683, prompts in original pixels
     assert nb.value("[w.display_width, w.display_height]") == [1024, 683]
-    before = box_of(cell)
+    before = box_of(view)
     nb.page.set_viewport_size({"width": 760, "height": 900})
-    wait_for(lambda: box_of(cell)["width"] < before["width"] - 50, "the canvas to shrink")
-    bb = box_of(cell)
+    wait_for(lambda: box_of(view)["width"] < before["width"] - 50, "the canvas to shrink")
+    bb = box_of(view)
     assert abs(bb["height"] / bb["width"] - 1600 / 2400) < 0.01  # aspect ratio kept
     dpr = nb.page.evaluate("devicePixelRatio")
-    backing = markers(cell).evaluate("c => [c.width, c.height]")
+    backing = markers(view).evaluate("c => [c.width, c.height]")
     assert backing[0] == round(bb["width"] * dpr)  # HiDPI-sharp: backing store follows CSS size
     cx, cy, px, py = pixel(bb, 0.62, 0.7, 2400, 1600)
     nb.page.mouse.click(cx, cy)
@@ -186,8 +189,8 @@ def test_click_after_resize_and_on_a_downscaled_large_image(lab):
 
 def test_drag_draws_a_box(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     ax, ay = bb["x"] + 0.2 * bb["width"], bb["y"] + 0.25 * bb["height"]
     bx, by = bb["x"] + 0.55 * bb["width"], bb["y"] + 0.7 * bb["height"]
     nb.page.mouse.move(ax, ay)
@@ -206,11 +209,11 @@ def test_drag_draws_a_box(lab):
 
 def test_three_candidate_tabs_sync_both_ways(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     cx, cy, _, _ = pixel(bb, 0.35, 0.45, 640, 480)
     nb.page.mouse.click(cx, cy)
-    tabs = cell.output.locator('[role="tablist"] [role="tab"]')
+    tabs = view.locator('[role="tablist"] [role="tab"]')
     wait_for(lambda: tabs.count() == 3, "three tabs")
     state = settled(nb)
     best = int(np.argmax(state["scores"]))
@@ -231,21 +234,21 @@ def test_three_candidate_tabs_sync_both_ways(lab):
 
 def test_overlay_pixels_match_the_mask(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     cx, cy, _, _ = pixel(bb, 0.35, 0.45, 640, 480)
     nb.page.mouse.click(cx, cy)
     state = wait_for(lambda: (s := settled(nb))["points"] and s, "the prompt")
-    wait_overlay_rev(cell, state["rev"])
+    wait_overlay_rev(view, state["rev"])
     for selected in range(3):
         nb.execute(f"w.selected = {selected}")
-        cell.output.page.wait_for_function(
+        view.page.wait_for_function(
             "([el, k]) => el.dataset.selected === String(k)",
-            arg=[cell.output.locator(".sam-widget").element_handle(), selected],
+            arg=[view.element_handle(), selected],
         )
         expected = display_mask(nb)
         assert expected.shape == (480, 640)
-        drawn = canvas_alpha(cell)
+        drawn = canvas_alpha(view)
         want = resample_nearest(expected, *drawn.shape)
         agree = (drawn == want).mean()
         assert agree > 0.999, f"candidate {selected}: overlay agrees on {agree:.4%} of pixels"
@@ -253,8 +256,8 @@ def test_overlay_pixels_match_the_mask(lab):
 
 def test_undo_redo_clear_and_add_object(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     a = pixel(bb, 0.35, 0.45, 640, 480)
     b = pixel(bb, 0.75, 0.72, 640, 480)
     nb.page.mouse.click(a[0], a[1])
@@ -262,14 +265,14 @@ def test_undo_redo_clear_and_add_object(lab):
     nb.page.mouse.click(b[0], b[1])
     wait_for(lambda: len(nb.value("w.points")) == 2, "second point")
     two = settled(nb)
-    wait_overlay_rev(cell, two["rev"])
-    undo = cell.output.get_by_role("button", name="Undo")
-    redo = cell.output.get_by_role("button", name="Redo")
+    wait_overlay_rev(view, two["rev"])
+    undo = view.get_by_role("button", name="Undo")
+    redo = view.get_by_role("button", name="Redo")
     undo.click()
     wait_for(lambda: nb.value("w.points") == [[a[2], a[3], 1]], "undo in Python")
     one = settled(nb)
-    wait_overlay_rev(cell, one["rev"])
-    assert (canvas_alpha(cell) == resample_nearest(display_mask(nb), *canvas_alpha(cell).shape)).mean() > 0.999
+    wait_overlay_rev(view, one["rev"])
+    assert (canvas_alpha(view) == resample_nearest(display_mask(nb), *canvas_alpha(view).shape)).mean() > 0.999
     redo.click()
     wait_for(lambda: len(nb.value("w.points")) == 2, "redo in Python")
     # keyboard: z undoes, shift+z redoes (the widget has focus after the clicks)
@@ -277,27 +280,27 @@ def test_undo_redo_clear_and_add_object(lab):
     wait_for(lambda: len(nb.value("w.points")) == 1, "z")
     nb.page.keyboard.press("Shift+Z")
     wait_for(lambda: len(nb.value("w.points")) == 2, "shift+z")
-    cell.output.get_by_role("button", name="Clear").click()
+    view.get_by_role("button", name="Clear").click()
     wait_for(lambda: nb.value("w.points") == [], "clear in Python")
     cleared = settled(nb)
-    wait_overlay_rev(cell, cleared["rev"])
-    assert not canvas_alpha(cell).any()  # no overlay without prompts
+    wait_overlay_rev(view, cleared["rev"])
+    assert not canvas_alpha(view).any()  # no overlay without prompts
     nb.page.keyboard.press("z")  # clear is undoable
     wait_for(lambda: len(nb.value("w.points")) == 2, "undo clear")
     settled(nb)
-    cell.output.get_by_role("button", name="Add object").click()
+    view.get_by_role("button", name="Add object").click()
     wait_for(lambda: len(nb.value("w.objects")) == 1, "an object")
     after = settled(nb)
     assert after["points"] == [] and after["scores"] == []
     assert nb.value("int(w.objects[0]['mask'].sum()) > 0")
-    wait_overlay_rev(cell, after["rev"])
-    cell.output.locator(".sam-objects li").wait_for()
+    wait_overlay_rev(view, after["rev"])
+    view.locator(".sam-objects li").wait_for()
     # the object stays drawn in its own colour
-    wait_for(lambda: canvas_alpha(cell).any(), "the object drawn")
-    cell.output.get_by_role("checkbox", name="Show object 1").uncheck()
+    wait_for(lambda: canvas_alpha(view).any(), "the object drawn")
+    view.get_by_role("checkbox", name="Show object 1").uncheck()
     wait_for(lambda: nb.value("w.objects[0]['visible']") is False, "hidden in Python")
-    wait_for(lambda: not canvas_alpha(cell).any(), "the object hidden")
-    cell.output.get_by_role("button", name="Delete object 1").click()
+    wait_for(lambda: not canvas_alpha(view).any(), "the object hidden")
+    view.get_by_role("button", name="Delete object 1").click()
     wait_for(lambda: nb.value("w.objects") == [], "deleted in Python")
     # Esc clears, Enter adds an object
     nb.page.mouse.click(a[0], a[1])
@@ -313,40 +316,41 @@ def test_undo_redo_clear_and_add_object(lab):
 
 def test_reload_and_second_view_show_the_same_state(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     a = pixel(bb, 0.35, 0.45, 640, 480)
     nb.page.mouse.click(a[0], a[1])
     wait_for(lambda: nb.value("w.points"), "the point")
     state = settled(nb)
-    second = nb.run_cell("w")  # display(w) twice: a second view of the same widget
-    second.output.locator("canvas.sam-overlay").wait_for()
+    nb.run_cell("w")  # display(w) twice: a second view of the same widget
+    second = nb.page.locator(".sam-widget").nth(1)
+    second.locator("canvas.sam-overlay").wait_for()
     wait_overlay_rev(second, state["rev"])
-    wait_overlay_rev(cell, state["rev"])
-    assert (canvas_alpha(second) == canvas_alpha(cell)).all()
+    wait_overlay_rev(view, state["rev"])
+    assert (canvas_alpha(second) == canvas_alpha(view)).all()
     # a prompt in the second view shows in the first
     bb2 = box_of(second)
     b = pixel(bb2, 0.75, 0.72, 640, 480)
     nb.page.mouse.click(b[0], b[1])
     wait_for(lambda: len(nb.value("w.points")) == 2, "second view prompt")
     state = settled(nb)
-    wait_overlay_rev(cell, state["rev"])
+    wait_overlay_rev(view, state["rev"])
     wait_overlay_rev(second, state["rev"])
-    assert (canvas_alpha(second) == canvas_alpha(cell)).all()
+    assert (canvas_alpha(second) == canvas_alpha(view)).all()
     assert state["points"] == [[a[2], a[3], 1], [b[2], b[3], 1]]
     nb.save()
     nb.reload()
-    cell = nb.cell_locator(1)
-    restored = cell.locator(".sam-widget")
+    view = nb.page.locator(".sam-widget").first
+    restored = view
     restored.wait_for()
     nb.page.wait_for_function(
         "([el, rev]) => Number(el.dataset.maskRev) >= rev",
         arg=[restored.element_handle(), state["rev"]],
     )
     assert nb.value("w.points") == state["points"]
-    tabs = cell.locator('[role="tab"][aria-selected="true"]')
+    tabs = view.locator('[role="tab"][aria-selected="true"]')
     assert tabs.count() == 1
-    drawn = cell.locator("canvas.sam-overlay").evaluate(_JS_ALPHA)
+    drawn = view.locator("canvas.sam-overlay").evaluate(_JS_ALPHA)
     flat = np.frombuffer(base64.b64decode(drawn["b64"]), np.uint8).reshape(drawn["height"], drawn["width"])
     want = resample_nearest(display_mask(nb), *flat.shape)
     assert (flat.astype(bool) == want).mean() > 0.999
@@ -354,8 +358,8 @@ def test_reload_and_second_view_show_the_same_state(lab):
 
 def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
     nb = lab.new_notebook()
-    cell = show(nb)
-    bb = box_of(cell)
+    view = show(nb)
+    bb = box_of(view)
     page = nb.page
     rng = np.random.default_rng(0)
     xs = bb["x"] + bb["width"] * rng.uniform(0.05, 0.95, 2000)
@@ -373,7 +377,7 @@ def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
             if (performance.now() < due) await new Promise(r => setTimeout(r, due - performance.now()));
           }
         }""",
-        [markers(cell).element_handle(), xs.tolist(), ys.tolist()],
+        [markers(view).element_handle(), xs.tolist(), ys.tolist()],
     )
     elapsed = time.monotonic() - start
     assert elapsed < 30
