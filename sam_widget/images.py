@@ -1,0 +1,225 @@
+"""Any image a user hands us -> one RGB uint8 (H, W, 3) array, or a clear ``ImageError``.
+
+The predictor, the widget and the exports all call ``to_rgb``, so every part of sam-widget
+sees an image the same way (EXIF orientation applied, modes and dtypes resolved once).
+
+How values are read (documented here because they are decisions, not accidents):
+- uint8: as is. uint16 (and PIL's 16-bit modes): the full 0..65535 range maps to 0..255.
+- other integer dtypes: 0..255 are taken as 8-bit values; anything outside is refused
+  (we cannot know the intended range; convert to uint8 or uint16 first).
+- float: [0, 1] if the largest value is <= 1, else [0, 255] if it is <= 255; values below 0
+  or above 255, NaN and Inf are refused. (So a float image that is all dark in 0..255 but
+  <= 1 everywhere is read as 0..1: pass uint8 to be explicit.)
+- bool: False -> 0 (black), True -> 255 (white).
+- gray (H, W) / (H, W, 1) is repeated to three channels; (H, W, 2) is gray + alpha;
+  RGBA and other transparent images are composited over white (transparent areas show as
+  white, not as whatever colour the hidden pixels happen to hold).
+- PIL images in any mode (1, L, P, LA, PA, RGB, RGBA, CMYK, YCbCr, LAB, HSV, I, I;16, F),
+  with EXIF orientation applied; str / Path are opened with PIL.
+- channels-first arrays (3, H, W) are refused with a hint, not guessed at.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ImageError", "MAX_PIXELS", "to_rgb"]
+
+# The largest image we accept, in pixels: PIL's own decompression-bomb error threshold
+# (2 x Image.MAX_IMAGE_PIXELS = 2 x 89,478,485), about 13,400 x 13,400. SAM works at
+# 1024 x 1024 anyway; bigger inputs only cost memory. Pass ``max_pixels`` to change it.
+MAX_PIXELS = 178_956_970
+
+
+class ImageError(ValueError):
+    """The input cannot be read as an image; the message says what is wrong and what to do."""
+
+
+def _check_size(height: int, width: int, max_pixels: int, what: str) -> None:
+    if height == 0 or width == 0:
+        raise ImageError(f"{what} is empty ({height} x {width} pixels)")
+    if height * width > max_pixels:
+        raise ImageError(
+            f"{what} is {width} x {height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,} (a guard against decompression bombs). Downscale it first, or pass "
+            "max_pixels=... if you trust it."
+        )
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Values of any supported dtype -> uint8, per the rules in the module docstring."""
+    dtype = array.dtype
+    if dtype == np.uint8:
+        return array
+    if dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if dtype.kind == "u" and dtype.itemsize == 2:  # uint16 of either byte order
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ImageError(
+                f"integer image of dtype {dtype} has values in [{low}, {high}]; only 0..255 "
+                "can be read unambiguously. Convert it to uint8 (0..255) or uint16 (0..65535)."
+            )
+        return array.astype(np.uint8)
+    if np.issubdtype(dtype, np.floating):
+        values = array.astype(np.float32, copy=False)
+        if not np.isfinite(values).all():
+            bad = "NaN" if np.isnan(values).any() else "Inf"
+            raise ImageError(
+                f"image contains {bad} values; replace them (e.g. np.nan_to_num) before segmenting"
+            )
+        low, high = float(values.min()), float(values.max())
+        if low < 0:
+            raise ImageError(
+                f"float image has negative values (min {low:g}); expected [0, 1] or [0, 255]"
+            )
+        if high <= 1.0:
+            scaled = values * 255.0
+        elif high <= 255.0:
+            scaled = values
+        else:
+            raise ImageError(
+                f"float image has values up to {high:g}; expected [0, 1] or [0, 255]. "
+                "Rescale it first."
+            )
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    raise ImageError(f"unsupported image dtype {dtype}; use uint8, uint16, float or bool")
+
+
+def _over_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite uint8 color (H, W, C) with uint8 alpha (H, W) over white."""
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    out = color.astype(np.float32) * a + 255.0 * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _from_array(array: np.ndarray, max_pixels: int) -> np.ndarray:
+    if array.dtype == object or array.dtype.kind in "USVMm":
+        raise ImageError(f"unsupported array dtype {array.dtype}; expected numbers or bool")
+    if array.ndim == 2:
+        _check_size(*array.shape, max_pixels, "image")
+        gray = _to_uint8(array)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if array.ndim != 3:
+        raise ImageError(
+            f"an image array must be (H, W) or (H, W, C), got {array.ndim} dimensions "
+            f"{array.shape}" + ("; drop the batch dimension first" if array.ndim == 4 else "")
+        )
+    h, w, c = array.shape
+    if c not in (1, 2, 3, 4):
+        hint = ""
+        if array.shape[0] in (1, 3, 4):
+            hint = "; it looks channels-first: use np.moveaxis(image, 0, -1)"
+        raise ImageError(f"an image needs 1-4 channels last, got shape {array.shape}{hint}")
+    _check_size(h, w, max_pixels, "image")
+    values = _to_uint8(array)
+    if c == 1:
+        return np.repeat(values, 3, axis=2)
+    if c == 2:
+        return np.repeat(_over_white(values[..., :1], values[..., 1]), 3, axis=2)
+    if c == 4:
+        if (values[..., 3] == 255).all():
+            return np.ascontiguousarray(values[..., :3])
+        return _over_white(values[..., :3], values[..., 3])
+    return np.ascontiguousarray(values)
+
+
+def _from_pil(image: Any, max_pixels: int) -> np.ndarray:
+    from PIL import ImageOps
+
+    width, height = image.size
+    _check_size(height, width, max_pixels, "image")
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as e:  # a broken EXIF block should not lose the picture
+        warnings.warn(
+            f"could not apply the EXIF orientation ({e}); using the image as stored", stacklevel=3
+        )
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return _from_array(np.asarray(image).astype(np.uint16), max_pixels)
+    if mode == "I":
+        # 32-bit integer mode: what 16-bit PNG/TIFF files decode to; read as 16-bit
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageError("mode 'I' image has values outside 0..65535; cannot scale it")
+        return _from_array(values.astype(np.uint16), max_pixels)
+    if mode == "F":
+        return _from_array(np.asarray(image, dtype=np.float32), max_pixels)
+    if mode == "1":
+        return _from_array(np.asarray(image.convert("L")), max_pixels)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        return _from_array(np.asarray(image.convert("RGBA")), max_pixels)
+    if mode == "L":
+        return _from_array(np.asarray(image), max_pixels)
+    return _from_array(np.asarray(image.convert("RGB")), max_pixels)
+
+
+def _open_path(path: str | os.PathLike[str], max_pixels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.exists(path):
+        raise ImageError(f"image file not found: {os.fspath(path)}")
+    if os.path.isdir(path):
+        raise ImageError(f"{os.fspath(path)} is a folder, not an image file")
+    try:
+        with warnings.catch_warnings():
+            # we apply our own limit (max_pixels) right after the header is read
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_size(image.size[1], image.size[0], max_pixels, os.fspath(path))
+                image.load()
+                return _from_pil(image, max_pixels)
+    except Image.DecompressionBombError as e:
+        raise ImageError(
+            f"{os.fspath(path)} is too large to open safely ({e}). Downscale it first."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{os.fspath(path)} is not an image PIL can read (unknown or corrupt format)"
+        ) from None
+    except OSError as e:  # truncated files and the like
+        raise ImageError(f"{os.fspath(path)} could not be read: {e}") from None
+
+
+def to_rgb(image: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Normalize an image to RGB uint8.
+
+    Args:
+        image: numpy array (H, W), (H, W, 1|2|3|4) of uint8 / uint16 / other ints / float /
+            bool; a PIL image in any mode; a path (str or os.PathLike) to an image file; or
+            anything with ``__array__`` (e.g. a CPU torch tensor laid out (H, W, C)).
+        max_pixels: refuse larger images (decompression-bomb guard).
+    Returns:
+        (H, W, 3) uint8, C-contiguous. A uint8 RGB input is returned without copying.
+    Raises:
+        ImageError: with what is wrong and what to do.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return _open_path(image, max_pixels)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None  # noqa: N806
+    if Image is not None and isinstance(image, Image.Image):
+        return _from_pil(image, max_pixels)
+    if image is None:
+        raise ImageError("no image given (got None)")
+    if isinstance(image, np.ndarray):
+        array = image
+    elif hasattr(image, "__array__"):
+        if hasattr(image, "detach"):  # torch tensors
+            image = image.detach().cpu()
+        array = np.asarray(image)
+    else:
+        raise ImageError(
+            f"cannot read an image from {type(image).__name__}; pass a numpy array, a PIL "
+            "image or a file path"
+        )
+    return _from_array(array, max_pixels)

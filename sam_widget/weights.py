@@ -1,0 +1,693 @@
+"""Official SAM / MobileSAM checkpoints: where they come from, where they live, how they load.
+
+This module is the only place that touches checkpoint files. It knows each official file's URL,
+byte size and checksums (``REGISTRY``), finds a copy on disk without touching the network
+(``find_checkpoint``), downloads one safely (``download``: temporary file beside the target,
+size + SHA-256 + MD5-prefix check, atomic rename), and loads it into our own ``Sam`` modules
+(``load_model``) with ``torch.load(..., map_location="cpu", weights_only=True)``.
+
+Safety: a ``.pth`` file is a pickle, and a pickle can run code. Before torch sees a file we walk
+its pickle opcodes (``scan_pickle``) and refuse anything that imports more than the handful of
+globals a plain state dict needs. That holds even where ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is
+set (torch 2.14 honours our explicit ``weights_only=True`` over that variable, but older
+releases did not always, and the scan does not depend on which torch is installed).
+
+Resolution order of ``load_model(variant)``: an explicit ``checkpoint`` path; the directory named
+by ``$SAM_WIDGET_CHECKPOINT_DIR``; torch hub's cache (``torch.hub.get_dir()/checkpoints``); else
+download into the first of those two directories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickletools
+import re
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "REGISTRY",
+    "VARIANTS",
+    "ENV_DIR",
+    "can_download",
+    "cache_dir",
+    "describe_state_dict",
+    "download",
+    "find_checkpoint",
+    "identify_state_dict",
+    "load_model",
+    "load_state_dict",
+    "scan_pickle",
+    "verify_file",
+]
+
+ENV_DIR = "SAM_WIDGET_CHECKPOINT_DIR"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, unsafe or for another model; the message says why
+    and what to do about it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One downloadable checkpoint file."""
+
+    variant: str  # "vit_b" | "vit_l" | "vit_h" | "mobile_sam"
+    filename: str  # the file's name on disk (the official name)
+    url: str  # where to download it
+    size: int | None  # exact byte size, None where no public source establishes it
+    sha256: str | None  # full SHA-256 (hex), None where no public source establishes it
+    md5_prefix: str | None = None  # leading hex digits of the MD5 (the official SAM file names)
+    homepage: str = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
+
+
+# Where each number comes from (all checked against several public repositories that pin the
+# same files, found with code search on 2026-11-25; the values agree across all of them):
+# - URLs: segment-anything README "Model Checkpoints"; MobileSAM README / weights/mobile_sam.pt
+#   at commit f706ad9c4eb7f219c00d9050e46328518ffb65d2 (a pinned commit, so the bytes cannot move).
+# - MD5 prefixes: the six hex characters in each official SAM file name (MobileSAM's name has
+#   none).
+# - SHA-256 + sizes: vit_b 375042383 / ec2df627... (e.g. the QGIS "ai segmentation" plugin,
+#   micro-sam's pooch registry, several Docker/CI manifests); vit_l 1249524607 / 3adcc431...
+#   (micro-sam registry, 3D Slicer SAM extension checksum, Fooocus model manifests); vit_h
+#   2564550879 / a7bf3b02... (the PyTorch tutorials' download script pins the SHA-256;
+#   micro-sam, Fooocus manifests pin size and hash); mobile_sam 40728226 / 6dbb9052...
+#   (micro-sam "vit_t", several manifests citing the pinned MobileSAM commit).
+_FAIR = "https://dl.fbaipublicfiles.com/segment_anything/"
+_MOBILESAM_COMMIT = "f706ad9c4eb7f219c00d9050e46328518ffb65d2"
+REGISTRY: dict[str, Checkpoint] = {
+    "vit_b": Checkpoint(
+        variant="vit_b",
+        filename="sam_vit_b_01ec64.pth",
+        url=_FAIR + "sam_vit_b_01ec64.pth",
+        size=375_042_383,
+        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        md5_prefix="01ec64",
+    ),
+    "vit_l": Checkpoint(
+        variant="vit_l",
+        filename="sam_vit_l_0b3195.pth",
+        url=_FAIR + "sam_vit_l_0b3195.pth",
+        size=1_249_524_607,
+        sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        md5_prefix="0b3195",
+    ),
+    "vit_h": Checkpoint(
+        variant="vit_h",
+        filename="sam_vit_h_4b8939.pth",
+        url=_FAIR + "sam_vit_h_4b8939.pth",
+        size=2_564_550_879,
+        sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        md5_prefix="4b8939",
+    ),
+    "mobile_sam": Checkpoint(
+        variant="mobile_sam",
+        filename="mobile_sam.pt",
+        url=(
+            "https://github.com/ChaoningZhang/MobileSAM/raw/"
+            f"{_MOBILESAM_COMMIT}/weights/mobile_sam.pt"
+        ),
+        size=40_728_226,
+        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+        md5_prefix=None,
+        homepage="https://github.com/ChaoningZhang/MobileSAM",
+    ),
+}
+VARIANTS = tuple(REGISTRY)
+
+# ViT image encoders by (number of blocks, embedding width); see segment_anything/build_sam.py.
+_VIT_SHAPES = {(12, 768): "vit_b", (24, 1024): "vit_l", (32, 1280): "vit_h"}
+
+
+# --------------------------------------------------------------------------------------------
+# where checkpoints live
+
+
+def _entry(variant: str) -> Checkpoint:
+    try:
+        return REGISTRY[variant]
+    except KeyError:
+        raise ValueError(
+            f"unknown SAM variant {variant!r}; choose one of {', '.join(VARIANTS)}"
+        ) from None
+
+
+def _hub_dir() -> Path:
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cache_dir() -> Path:
+    """The directory downloads go to: ``$SAM_WIDGET_CHECKPOINT_DIR`` if set, else torch hub's
+    ``checkpoints`` directory (``~/.cache/torch/hub/checkpoints`` by default)."""
+    env = os.environ.get(ENV_DIR)
+    return Path(env).expanduser() if env else _hub_dir()
+
+
+def _search_dirs() -> list[Path]:
+    dirs = []
+    env = os.environ.get(ENV_DIR)
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(_hub_dir())
+    return dirs
+
+
+def find_checkpoint(variant: str) -> Path | None:
+    """The checkpoint file for ``variant`` on this machine, or None; never uses the network.
+
+    Looks in ``$SAM_WIDGET_CHECKPOINT_DIR`` and then in ``torch.hub.get_dir()/checkpoints``
+    for the official file name. A file whose size differs from the official size (an
+    interrupted copy) is skipped.
+    """
+    entry = _entry(variant)
+    for directory in _search_dirs():
+        path = directory / entry.filename
+        if path.is_file() and (entry.size is None or path.stat().st_size == entry.size):
+            return path
+    return None
+
+
+def _manual_steps(entry: Checkpoint) -> str:
+    target = cache_dir() / entry.filename
+    return (
+        f"To get the weights by hand, download\n    {entry.url}\n"
+        f"(see {entry.homepage}) and either save it as\n    {target}\n"
+        f"or put it in a folder named by the environment variable {ENV_DIR}, "
+        f"or pass load_model({entry.variant!r}, checkpoint='path/to/{entry.filename}')."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# download
+
+
+def can_download(variant: str, timeout: float = 2.0) -> bool:
+    """Whether ``variant``'s checkpoint URL answers within ``timeout`` seconds (a HEAD
+    request; nothing is downloaded)."""
+    entry = _entry(variant)
+    headers = {"User-Agent": "sam-widget"}
+    request = urllib.request.Request(entry.url, method="HEAD", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except urllib.error.HTTPError as e:
+        if e.code not in (403, 405, 501):
+            return False
+    except (OSError, ValueError):  # URLError, timeouts, bad URL
+        return False
+    # some servers refuse HEAD: ask for the first byte instead (closed right away)
+    request = urllib.request.Request(entry.url, headers={**headers, "Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (OSError, ValueError):
+        return False
+
+
+def _hashes(path: Path) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _check_digests(entry: Checkpoint, size: int, sha256: str, md5: str, what: str) -> None:
+    problems = []
+    if entry.size is not None and size != entry.size:
+        problems.append(f"it has {size:,} bytes where the official file has {entry.size:,}")
+    if entry.sha256 is not None and sha256 != entry.sha256:
+        problems.append(f"its SHA-256 is {sha256}, expected {entry.sha256}")
+    if entry.md5_prefix is not None and not md5.startswith(entry.md5_prefix):
+        problems.append(f"its MD5 is {md5}, expected one starting with {entry.md5_prefix}")
+    if problems:
+        raise CheckpointError(
+            f"{what} is not the official {entry.filename}: {'; '.join(problems)}. "
+            "The file is incomplete or corrupt (or the server sent something else); "
+            "nothing was saved. Try again, or download it by hand.\n" + _manual_steps(entry)
+        )
+
+
+def verify_file(path: str | os.PathLike[str], variant: str) -> None:
+    """Check a file's size, SHA-256 and MD5 prefix against the registry; raises
+    ``CheckpointError`` if they differ. Reads the whole file."""
+    entry = _entry(variant)
+    path = Path(path)
+    sha, md5 = _hashes(path)
+    _check_digests(entry, path.stat().st_size, sha, md5, str(path))
+
+
+def download(
+    variant: str,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    timeout: float = 30.0,
+    force: bool = False,
+) -> Path:
+    """Download ``variant``'s official checkpoint and return its path.
+
+    The bytes go to a temporary file beside the target (so the final rename is atomic and an
+    interrupted download never leaves a file under the official name); size, SHA-256 and MD5
+    prefix are checked before the rename. ``directory`` defaults to ``cache_dir()``. An
+    existing file of the right size is reused unless ``force``.
+    """
+    entry = _entry(variant)
+    folder = Path(directory).expanduser() if directory is not None else cache_dir()
+    target = folder / entry.filename
+    if (
+        not force
+        and target.is_file()
+        and (entry.size is None or target.stat().st_size == entry.size)
+    ):
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write to the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable "
+            "folder."
+        ) from e
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            sha, md5, received = _fetch(entry, out, progress=progress, timeout=timeout)
+        _check_digests(entry, received, sha, md5, f"the download from {entry.url}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _fetch(
+    entry: Checkpoint, out: IO[bytes], *, progress: bool, timeout: float
+) -> tuple[str, str, int]:
+    """Stream ``entry.url`` into ``out``; returns (sha256, md5, bytes received)."""
+    from tqdm.auto import tqdm
+
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    received = 0
+    request = urllib.request.Request(entry.url, headers={"User-Agent": "sam-widget"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else entry.size
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=entry.filename,
+                disable=not progress,
+            ) as bar:
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            if length and length.isdigit() and received != int(length):
+                raise CheckpointError(
+                    f"the connection to {entry.url} closed after {received:,} of "
+                    f"{int(length):,} bytes; nothing was saved. Try again.\n" + _manual_steps(entry)
+                )
+    except urllib.error.HTTPError as e:
+        raise CheckpointError(
+            f"the server answered {e.code} {e.reason} for {entry.url}.\n" + _manual_steps(entry)
+        ) from e
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        partial = f" after {received:,} bytes" if received else ""
+        raise CheckpointError(
+            f"cannot download {entry.filename} from {entry.url}{partial}: {reason}. "
+            "Is this machine offline or behind a firewall? Nothing was saved.\n"
+            + _manual_steps(entry)
+        ) from e
+    except _http_incomplete() as e:
+        raise CheckpointError(
+            f"the connection to {entry.url} closed after {received:,} bytes; nothing was "
+            "saved. Try again.\n" + _manual_steps(entry)
+        ) from e
+    return sha.hexdigest(), md5.hexdigest(), received
+
+
+def _http_incomplete() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException
+
+
+# --------------------------------------------------------------------------------------------
+# pickle inspection: refuse code before torch.load ever sees the file
+
+# The globals a plain state dict of tensors needs (what torch.save writes for an OrderedDict of
+# tensors/parameters), and nothing that could run arbitrary code.
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+    ("torch", "device"),
+}
+_TORCH_STORAGE = re.compile(r"^(Untyped|[A-Z][A-Za-z0-9]*)Storage$")
+_TORCH_DTYPE = re.compile(
+    r"^(float|half|bfloat|double|int|uint|long|short|bool|complex|cfloat|cdouble|chalf)\d*$"
+)
+
+
+def _allowed(module: str, name: str) -> bool:
+    if (module, name) in _ALLOWED_GLOBALS:
+        return True
+    if module == "torch" and (_TORCH_STORAGE.match(name) or _TORCH_DTYPE.match(name)):
+        return True
+    return False
+
+
+_STRING_OPS = {
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+    "UNICODE",
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
+}
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def scan_pickle(data: bytes | IO[bytes], *, source: str = "checkpoint") -> None:
+    """Walk one pickle's opcodes without executing them; raise ``CheckpointError`` if it
+    imports anything a state dict of tensors does not need (that is how pickled code runs).
+
+    Fails closed: a ``STACK_GLOBAL`` whose module/name cannot be traced to string literals is
+    refused too. Reads exactly one pickle (up to its STOP opcode) from a stream.
+    """
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    stack: list[str | None] = []  # recent pushes (strings we can trace, None otherwise)
+    memo: dict[int, str | None] = {}
+    found: list[str] = []
+    try:
+        for opcode, arg, _pos in pickletools.genops(stream):
+            name = opcode.name
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                if not _allowed(module, attr):
+                    found.append(f"{module}.{attr}")
+                stack.append(None)
+            elif name == "STACK_GLOBAL":
+                attr = stack.pop() if stack else None
+                module = stack.pop() if stack else None
+                if module is None or attr is None:
+                    found.append("<an import built at load time>")
+                elif not _allowed(module, attr):
+                    found.append(f"{module}.{attr}")
+                stack.append(None)
+            elif name in ("PROTO", "FRAME", "STOP"):
+                continue
+            elif name in _STRING_OPS:
+                stack.append(arg if isinstance(arg, str) else None)
+            elif name in _PUT_OPS:
+                memo[int(arg)] = stack[-1] if stack else None
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1] if stack else None
+            elif name in _GET_OPS:
+                stack.append(memo.get(int(arg)))
+            else:
+                stack.append(None)
+            del stack[:-8]  # only the last two pushes ever matter
+    except (ValueError, EOFError) as e:  # pickletools' messages for malformed data
+        raise CheckpointError(
+            f"{source} is corrupt: its pickle cannot be parsed ({e}). Download it again."
+        ) from e
+    if found:
+        names = ", ".join(sorted(set(found)))
+        raise CheckpointError(
+            f"{source} is not a plain state dict: its pickle imports {names}, which could run "
+            "code when loaded. It was refused and nothing in it was executed. Use the official "
+            "checkpoint, or re-save your weights as a plain state dict of tensors "
+            "(torch.save(model.state_dict(), path))."
+        )
+
+
+def _scan_file(path: Path) -> None:
+    """Inspect every pickle in a checkpoint file (zip or legacy format) before loading it."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download? Delete it.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        if head.startswith(b"PK"):
+            try:
+                with zipfile.ZipFile(f) as archive:
+                    # every entry separately (infolist, not names): an archive with two
+                    # entries of one name must not hide one of them from the scan
+                    pickles = [i for i in archive.infolist() if i.filename.endswith(".pkl")]
+                    if not pickles:
+                        raise CheckpointError(
+                            f"{path} is a zip archive but not a torch checkpoint (no data.pkl)."
+                        )
+                    for info in pickles:
+                        with archive.open(info) as member:
+                            scan_pickle(member.read(), source=str(path))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
+                raise CheckpointError(_truncated_message(path, size)) from e
+        elif head[:1] == b"\x80":
+            # legacy (pre-1.6) format: magic number, protocol, sys info, the data, storage keys
+            for _ in range(5):
+                scan_pickle(f, source=str(path))
+        else:
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint (it starts with {head!r}). If you saved "
+                "an HTML error page from a browser, download the file again."
+            )
+
+
+def _truncated_message(path: Path, size: int) -> str:
+    hint = ""
+    for entry in REGISTRY.values():
+        if entry.filename == path.name and entry.size is not None and size != entry.size:
+            hint = f" (it has {size:,} bytes; the official {entry.filename} has {entry.size:,})"
+    return (
+        f"{path} is truncated or corrupt{hint}: it is not a complete checkpoint archive. "
+        "Delete it and download it again."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Safely read a checkpoint file into a state dict of CPU tensors.
+
+    The pickle is inspected first (``scan_pickle``), then read with
+    ``torch.load(path, map_location="cpu", weights_only=True)``. Tensors saved on a GPU come
+    back on the CPU.
+    """
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path}"
+            + (" (it is a folder)" if path.is_dir() else "")
+            + ". Check the path, or call load_model(variant) without a checkpoint to use the "
+            f"cache ({cache_dir()}) and download the official weights."
+        )
+    _scan_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError here
+        raise CheckpointError(
+            f"{path} could not be read as a checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); it is truncated or corrupt. "
+            "Delete it and download it again."
+        ) from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a state dict (a mapping of names to "
+            "tensors)."
+        )
+    return dict(state)
+
+
+def _count_blocks(keys: Iterable[str], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
+    return len(indices)
+
+
+def describe_state_dict(state: Mapping[str, Any]) -> str:
+    """A short human description of a state dict's image encoder, e.g. "12 blocks of width
+    768" or "a TinyViT image encoder"; used in error messages."""
+    keys = list(state)
+    if any(k.startswith("image_encoder.layers.") for k in keys):
+        return "a TinyViT image encoder (image_encoder.layers.*)"
+    proj = state.get("image_encoder.patch_embed.proj.weight")
+    if proj is not None and hasattr(proj, "shape"):
+        blocks = _count_blocks(keys, "image_encoder.blocks.")
+        return f"{blocks} blocks of width {int(proj.shape[0])}"
+    for wrapper in ("model", "state_dict", "module"):
+        if wrapper in state and isinstance(state[wrapper], Mapping):
+            return f"a wrapper whose state dict sits under the key {wrapper!r}"
+    if any(k.startswith("module.") for k in keys):
+        return "keys prefixed with 'module.' (saved from DataParallel)"
+    sample = ", ".join(keys[:3])
+    return f"no SAM image encoder (keys like {sample})"
+
+
+def identify_state_dict(state: Mapping[str, Any]) -> str | None:
+    """Which official variant a state dict is, from its tensors alone; None if it is not one."""
+    keys = list(state)
+    if any(k.startswith("image_encoder.layers.") for k in keys) and any(
+        k.startswith("mask_decoder.") for k in keys
+    ):
+        return "mobile_sam"
+    proj = state.get("image_encoder.patch_embed.proj.weight")
+    if proj is None or not hasattr(proj, "shape"):
+        return None
+    return _VIT_SHAPES.get((_count_blocks(keys, "image_encoder.blocks."), int(proj.shape[0])))
+
+
+def _expected_description(variant: str) -> str:
+    for (blocks, width), name in _VIT_SHAPES.items():
+        if name == variant:
+            return f"{blocks} blocks of width {width}"
+    return "a TinyViT image encoder" if variant == "mobile_sam" else variant
+
+
+def _resolve(variant: str, progress: bool) -> Path:
+    found = find_checkpoint(variant)
+    if found is not None:
+        return found
+    return download(variant, progress=progress)
+
+
+def _variant_name(variant: Any) -> str | None:
+    if isinstance(variant, str):
+        return variant
+    for attr in ("variant", "name"):
+        value = getattr(variant, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _short_list(names: list[str], limit: int = 8) -> str:
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def load_model(
+    variant: Any = "vit_b",
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: Any = None,
+    *,
+    progress: bool = True,
+) -> Any:
+    """Build ``variant`` (``sam_widget.models.build_sam``) and load official weights into it.
+
+    Args:
+        variant: "vit_b", "vit_l", "vit_h" or "mobile_sam", or a model config accepted by
+            ``build_sam`` (its ``variant`` name picks the registry entry when no
+            ``checkpoint`` is given).
+        checkpoint: a path to a checkpoint file; when None the file is found with
+            ``find_checkpoint`` or downloaded (``download``).
+        device: where to put the model ("cpu", "cuda", a torch.device); default: CUDA, then
+            MPS, then CPU.
+        progress: show a progress bar while downloading.
+
+    Returns the model in eval mode. Raises ``CheckpointError`` with what to do when the file is
+    missing, truncated, unsafe or for another variant.
+    """
+    import torch
+
+    name = _variant_name(variant)
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+    elif isinstance(variant, str) or name in REGISTRY:
+        _entry(name or "")  # unknown names fail before any I/O
+        path = _resolve(name, progress)  # type: ignore[arg-type]
+    else:
+        raise CheckpointError(
+            "load_model with a model config needs checkpoint='path/to/file.pth'; only the "
+            f"official variants ({', '.join(VARIANTS)}) can be found or downloaded."
+        )
+    if not path.is_file() and checkpoint is not None:
+        hint = ""
+        if name in REGISTRY:
+            hint = "\n" + _manual_steps(REGISTRY[name])
+        raise CheckpointError(f"checkpoint not found: {path}.{hint}")
+
+    state = load_state_dict(path)
+    found = identify_state_dict(state)
+    if name in REGISTRY and found is not None and found != name:
+        raise CheckpointError(
+            f"{path} is a checkpoint for {found}, not {name}: it has "
+            f"{describe_state_dict(state)}: that is {found} ({name} has "
+            f"{_expected_description(name)}). Call load_model({found!r}, checkpoint=...) or "
+            f"use the {name} file ({REGISTRY[name].filename})."
+        )
+
+    from sam_widget.models import build_sam
+
+    model = build_sam(variant)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit {name or 'this model'}: it has "
+            f"{describe_state_dict(state)}.\n"
+            f"  missing keys ({len(missing)}): {_short_list(missing)}\n"
+            f"  unexpected keys ({len(unexpected)}): {_short_list(unexpected)}"
+        )
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{path} does not fit {name or 'this model'}: it has "
+            f"{describe_state_dict(state)}; tensor shapes differ (checkpoint vs model): "
+            f"{_short_list(mismatched)}"
+        )
+    model.load_state_dict(state, strict=True)
+    if device is None:
+        device = _default_device()
+    return model.to(torch.device(device)).eval()
+
+
+def _default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
