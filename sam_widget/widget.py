@@ -568,12 +568,17 @@ class SamWidget(anywidget.AnyWidget):
                     self._write(prompt_seq=seq)
         return self._wait() if wait else self
 
+    def wait(self) -> SamWidget:
+        """Block until the image is encoded and the masks answer the current prompts."""
+        return self._wait()
+
     def _wait(self) -> SamWidget:
-        """Block until the masks answer the current prompts (not from the worker thread)."""
+        """Block until encoded and answered (returns at once on the worker thread)."""
         if threading.current_thread() is self._worker:
             return self
         with self._cv:
-            while self._dirty and self._failed is None and not self._closed:
+            while ((self._dirty or not self._encoded or self._encode_image is not None)
+                   and self._failed is None and not self._closed):
                 self._cv.wait(0.5)
             if self._failed is not None:
                 raise RuntimeError(f"SamWidget: {self._failed}")
