@@ -526,11 +526,11 @@ class SamWidget(anywidget.AnyWidget):
             finally:
                 self._internal -= 1
 
-    def _push(self, entry: _Entry) -> None:
+    def _push(self, entry: _Entry, seq: str | None = None) -> None:
         del self._history[self._index + 1 :]
         self._history.append(entry)
         self._index += 1
-        self._changed()
+        self._changed(seq=seq)
 
     def _changed(self, extra: dict | None = None, seq: str | None = None) -> None:
         """The current entry changed: publish its prompts, schedule its masks."""
@@ -563,9 +563,7 @@ class SamWidget(anywidget.AnyWidget):
                 if seq is not None:
                     self._write(prompt_seq=seq)
             else:
-                self._push(_Entry(points, box))
-                if seq is not None:
-                    self._write(prompt_seq=seq)
+                self._push(_Entry(points, box), seq=seq)
         return self._wait() if wait else self
 
     def wait(self) -> SamWidget:
@@ -656,8 +654,7 @@ class SamWidget(anywidget.AnyWidget):
                         self._index += 1
                         self._changed(seq=seq)
                     elif kind == "clear" and not self._history[self._index].empty:
-                        self._push(_Entry([], None))
-                        self._write(prompt_seq=seq)
+                        self._push(_Entry([], None), seq=seq)
                     else:
                         self._write(prompt_seq=seq)
             elif kind == "commit":

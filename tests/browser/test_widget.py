@@ -105,7 +105,8 @@ _JS_ALPHA = """(canvas) => {
   const bits = new Uint8Array(width * height);
   for (let i = 0; i < bits.length; i++) bits[i] = data[i * 4 + 3] > 0 ? 1 : 0;
   let s = '';
-  for (let i = 0; i < bits.length; i += 8192) s += String.fromCharCode(...bits.subarray(i, i + 8192));
+  for (let i = 0; i < bits.length; i += 8192)
+    s += String.fromCharCode(...bits.subarray(i, i + 8192));
   return {width, height, b64: btoa(s)};
 }"""
 
@@ -200,8 +201,9 @@ def test_drag_draws_a_box(lab):
     nb.page.mouse.up()
     wait_for(lambda: nb.value("w.box"), "the box")
     state = settled(nb)
-    expected = [round((ax - bb["x"]) / bb["width"] * 640), round((ay - bb["y"]) / bb["height"] * 480),
-                round((bx - bb["x"]) / bb["width"] * 640), round((by - bb["y"]) / bb["height"] * 480)]
+    fx = lambda x: round((x - bb["x"]) / bb["width"] * 640)
+    fy = lambda y: round((y - bb["y"]) / bb["height"] * 480)
+    expected = [fx(ax), fy(ay), fx(bx), fy(by)]
     assert state["box"] == expected
     assert state["points"] == []
     assert len(state["scores"]) == 3
@@ -272,7 +274,8 @@ def test_undo_redo_clear_and_add_object(lab):
     wait_for(lambda: nb.value("w.points") == [[a[2], a[3], 1]], "undo in Python")
     one = settled(nb)
     wait_overlay_rev(view, one["rev"])
-    assert (canvas_alpha(view) == resample_nearest(display_mask(nb), *canvas_alpha(view).shape)).mean() > 0.999
+    drawn = canvas_alpha(view)
+    assert (drawn == resample_nearest(display_mask(nb), *drawn.shape)).mean() > 0.999
     redo.click()
     wait_for(lambda: len(nb.value("w.points")) == 2, "redo in Python")
     # keyboard: z undoes, shift+z redoes (the widget has focus after the clicks)
@@ -351,7 +354,8 @@ def test_reload_and_second_view_show_the_same_state(lab):
     tabs = view.locator('[role="tab"][aria-selected="true"]')
     assert tabs.count() == 1
     drawn = view.locator("canvas.sam-overlay").evaluate(_JS_ALPHA)
-    flat = np.frombuffer(base64.b64decode(drawn["b64"]), np.uint8).reshape(drawn["height"], drawn["width"])
+    flat = np.frombuffer(base64.b64decode(drawn["b64"]), np.uint8)
+    flat = flat.reshape(drawn["height"], drawn["width"])
     want = resample_nearest(display_mask(nb), *flat.shape)
     assert (flat.astype(bool) == want).mean() > 0.999
 
@@ -374,7 +378,8 @@ def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
               bubbles: true, pointerId: 1, pointerType: 'mouse'}));
             // 2,000 moves spread over about 5 s, like a restless hand
             const due = t0 + (i + 1) * 2.5;
-            if (performance.now() < due) await new Promise(r => setTimeout(r, due - performance.now()));
+            const wait = due - performance.now();
+            if (wait > 0) await new Promise(r => setTimeout(r, wait));
           }
         }""",
         [markers(view).element_handle(), xs.tolist(), ys.tolist()],
@@ -395,7 +400,7 @@ def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
     # the faint mask on screen is the one a click at the last position would produce
     expected = nb.value(
         f"w.predictor.predict(points=np.array([[{lx}, {ly}]], np.float32), labels=np.array([1]),"
-        " multimask=True).masks_at(w.display_height, w.display_width)[..., :, :].sum(axis=(1, 2)).tolist()"
+        " multimask=True).masks_at(w.display_height, w.display_width).sum(axis=(1, 2)).tolist()"
     )
     shown = page.evaluate(
         "() => performance.getEntriesByName('sam:hover-drawn').at(-1).detail.area"
