@@ -1,0 +1,180 @@
+"""Widget latency and bandwidth, printed as figures (not timed tests).
+
+1. Kernel time from a prompt message arriving to the mask bytes being handed to the comm, vs
+   the official ``SamPredictor.predict`` for the same prompt on the same random vit_b weights
+   (side by side in one run; target ratio <= 0.5).
+2. Bytes per update: three candidates at 1024 px (target <= 64 KiB).
+3. Click-to-overlay in real JupyterLab + headless Chromium (performance marks), p50/p95 over
+   30 clicks (skip with --no-browser).
+
+    PYTHONPATH=. python benchmarks/bench_widget.py [--repeats 20] [--no-browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+
+def scene(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = 40 + xx * 60 // w
+    img[..., 1] = 60
+    img[..., 2] = 90 + yy * 60 // h
+    img[(xx - w * 0.35) ** 2 + (yy - h * 0.45) ** 2 < (min(h, w) * 0.2) ** 2] = (220, 200, 40)
+    img[int(h * .6):int(h * .85), int(w * .6):int(w * .9)] = (30, 160, 220)
+    return img
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def kernel_vs_official(repeats: int) -> None:
+    from segment_anything import SamPredictor, sam_model_registry
+
+    import sam_widget as sw
+    from sam_widget.widget import SamWidget
+
+    torch.manual_seed(0)
+    ours = sw.build_sam("vit_b").eval()
+    official = sam_model_registry["vit_b"]()
+    official.load_state_dict(ours.state_dict())
+    official.eval()
+    image = scene(768, 1024)
+
+    ref = SamPredictor(official)
+    ref.set_image(image)
+    w = SamWidget(image, model=sw.Predictor(ours), refine=False)
+    w.wait()
+    rng = np.random.default_rng(0)
+    prompts = rng.integers([0, 0], [1024, 768], size=(repeats, 2))
+
+    ours_s, ref_s, sizes = [], [], []
+    for i, (x, y) in enumerate(prompts):
+        t0 = time.perf_counter()
+        w._msg_callbacks(w, {"type": "prompt", "client": "bench", "seq": i + 1,
+                             "points": [[int(x), int(y), 1]], "box": None}, [])
+        w.wait()
+        ours_s.append(time.perf_counter() - t0)
+        sizes.append(len(w._masks))
+        t0 = time.perf_counter()
+        ref.predict(point_coords=np.array([[x, y]], np.float32), point_labels=np.array([1]),
+                    multimask_output=True)
+        ref_s.append(time.perf_counter() - t0)
+    ours_med, ref_med = statistics.median(ours_s), statistics.median(ref_s)
+    print(f"image 1024x768, vit_b random weights, {repeats} prompts, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"  widget kernel, message -> mask bytes : median {ours_med * 1e3:7.1f} ms  "
+          f"p95 {pct(ours_s, 95) * 1e3:7.1f} ms")
+    print(f"  official SamPredictor.predict       : median {ref_med * 1e3:7.1f} ms  "
+          f"p95 {pct(ref_s, 95) * 1e3:7.1f} ms")
+    print(f"  ratio (target <= 0.5)               : {ours_med / ref_med:.2f}x")
+    kib = statistics.median(sizes) / 1024
+    print(f"  mask bytes per update (3 x 1024x768): median {kib:.1f} KiB")
+    w.close()
+
+
+def bytes_per_update() -> None:
+    """Three candidates at 1024x1024 on both engines (random-weight SAM masks are noisier)."""
+    import sam_widget as sw
+    from sam_widget.widget import SamWidget
+
+    image = scene(1024, 1024)
+    engines = [("vit_b (random weights)", sw.Predictor(sw.build_sam("vit_b")))]
+    try:
+        engines.append(("classic", sw.ClassicPredictor()))
+    except Exception as exc:  # the classic engine is optional here
+        print(f"  classic engine unavailable: {exc}")
+    for name, engine in engines:
+        w = SamWidget(image, model=engine)
+        sizes = []
+        for x, y in [(358, 460), (800, 750), (100, 100), (512, 512), (700, 300)]:
+            w.set_prompts(points=[[x, y, 1]])
+            sizes.append(len(w._masks))
+        raw = 3 * 1024 * 1024 / 8
+        print(f"  {name:24s}: {statistics.median(sizes) / 1024:6.1f} KiB per update (max "
+              f"{max(sizes) / 1024:.1f}; packed bits alone would be {raw / 1024:.0f} KiB; "
+              "target <= 64 KiB)")
+        w.close()
+
+
+def browser_click_to_overlay(clicks: int) -> None:
+    import sam_widget
+
+    sys.path.insert(0, str(ROOT / "tests" / "browser"))
+    from harness import JupyterLabServer, Lab
+
+    # the kernel imports the same sam_widget this script runs
+    checkout = Path(sam_widget.__file__).resolve().parents[1]
+    with JupyterLabServer(pythonpath=[checkout]) as server, Lab(server) as lab:
+        nb = lab.new_notebook()
+        nb.run_cell(
+            "import numpy as np, sam_widget as sw\n"
+            f"exec({_SCENE_SRC!r})\n"
+            "w = sw.SamWidget(scene(768, 1024), model=sw.Predictor(sw.build_sam('vit_b')))\nw"
+        )
+        nb.execute("w.wait()")
+        view = nb.page.locator(".sam-widget").first
+        canvas = view.locator("canvas.sam-markers")
+        canvas.scroll_into_view_if_needed()
+        bb = canvas.bounding_box()
+        rng = np.random.default_rng(1)
+        for i in range(clicks):
+            if i % 6 == 5:
+                nb.page.keyboard.press("Escape")  # keep prompts short, like a real session
+            fx, fy = rng.uniform(0.1, 0.9, 2)
+            nb.page.mouse.click(bb["x"] + fx * bb["width"], bb["y"] + fy * bb["height"])
+            nb.page.wait_for_function(
+                "n => performance.getEntriesByName('sam:click-to-overlay').length >= n", arg=i + 1
+            )
+        ms = nb.page.evaluate(
+            "() => performance.getEntriesByName('sam:click-to-overlay').map(e => e.duration)"
+        )
+        print(f"  click -> overlay painted, {len(ms)} clicks: p50 {pct(ms, 50):.0f} ms, "
+              f"p95 {pct(ms, 95):.0f} ms (JupyterLab + headless Chromium, loopback)")
+        log = server.log_text()
+        print(f"  'IOPub message rate exceeded' in the server log: "
+              f"{'yes' if 'IOPub message rate exceeded' in log else 'no'}")
+
+
+_SCENE_SRC = (
+    "def scene(h, w):\n"
+    "    yy, xx = np.mgrid[0:h, 0:w]\n"
+    "    img = np.zeros((h, w, 3), np.uint8)\n"
+    "    img[..., 0] = 40 + xx * 60 // w\n"
+    "    img[..., 2] = 90 + yy * 60 // h\n"
+    "    disc = (xx - w * 0.35) ** 2 + (yy - h * 0.45) ** 2 < (min(h, w) * 0.2) ** 2\n"
+    "    img[disc] = (220, 200, 40)\n"
+    "    return img\n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    print("== kernel: prompt -> mask bytes, vs official SamPredictor.predict")
+    kernel_vs_official(args.repeats)
+    print("== bytes per update, 3 candidates at 1024x1024")
+    bytes_per_update()
+    if not args.no_browser:
+        print("== browser: click -> overlay")
+        browser_click_to_overlay(args.clicks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,663 @@
+// The SamWidget frontend (anywidget): the image and its mask overlay on canvases, prompts by
+// click and drag, the candidate masks as an ARIA tab list, hover preview, undo/redo/clear,
+// committed objects. Protocol state (sequence numbers, decoded masks, hover scheduling) lives in
+// `initialize` (once per model); DOM in `render` (once per view); both return cleanups.
+
+import { area, decodeMasks, hexColor, paintMask, unpackMask, type MaskSet } from "./codec";
+import {
+  clickPoints, clientToPixel, dragToBox, fitSize, imageToCanvas,
+  type Box, type Point, type Rect,
+} from "./geometry";
+import { EMPTY, UndoStack, type PromptState } from "./history";
+import { HoverScheduler } from "./hover";
+
+/** Mirrors the synced traits of `SamWidget` in sam_widget/widget.py: keep the two in step. */
+export interface SamWidgetModel {
+  points: Point[];
+  box: Box | null;
+  selected: number;
+  scores: number[];
+  objects: WireObject[];
+  status: string;
+  message: string;
+  opacity: number;
+  hover: boolean;
+  refine: boolean;
+  multimask: boolean;
+  engine: string;
+  device: string;
+  image_width: number;
+  image_height: number;
+  display_width: number;
+  display_height: number;
+  can_undo: boolean;
+  can_redo: boolean;
+  history: PromptState[];
+  history_index: number;
+  prompt_rev: number;
+  mask_rev: number;
+  prompt_seq: string;
+  _uid: string;
+  _image: DataView;
+  _masks: DataView;
+}
+
+/** A committed object as it crosses the wire (the full-size mask stays in Python). */
+export interface WireObject {
+  id: number;
+  name: string;
+  color: string;
+  score: number;
+  visible: boolean;
+  mask: DataView;
+}
+
+type Key = keyof SamWidgetModel;
+interface AnyModel {
+  get<K extends Key>(key: K): SamWidgetModel[K];
+  set<K extends Key>(key: K, value: SamWidgetModel[K]): void;
+  save_changes(): void;
+  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+  on(name: string, cb: (...args: any[]) => void): void;
+  off(name: string, cb?: (...args: any[]) => void): void;
+}
+
+const CURRENT_COLOR: [number, number, number] = [30, 144, 255];
+const HOVER_COLOR: [number, number, number] = [255, 215, 0];
+
+/** What all views of one widget share: the protocol with the kernel. */
+class Session {
+  readonly client = Math.random().toString(36).slice(2, 10);
+  private seq = 0;
+  /** prompts this page sent and the kernel has not acknowledged yet */
+  local: (PromptState & { seq: number }) | null = null;
+  masks: MaskSet | null = null;
+  masksRev = -1;
+  objectMasks = new Map<number, Uint8Array>();
+  image: ImageBitmap | null = null;
+  hoverMask: { mask: Uint8Array; rev: number; width: number; height: number } | null = null;
+  hover: HoverScheduler;
+  private views = new Set<() => void>();
+  private clickStart: number | null = null;
+  private clickSeq = -1;
+  private clickRev = -1;
+  private cleanups: (() => void)[] = [];
+
+  constructor(readonly model: AnyModel) {
+    this.hover = new HoverScheduler((seq, x, y) =>
+      model.send({ type: "hover", client: this.client, seq, x, y }),
+    );
+    const on = (name: string, cb: (...args: any[]) => void) => {
+      model.on(name, cb);
+      this.cleanups.push(() => model.off(name, cb));
+    };
+    on("change:_image", () => this.loadImage());
+    on("change:_masks", () => this.loadMasks());
+    on("change:objects", () => this.loadObjects());
+    on("change:prompt_seq", () => this.ackSeq());
+    on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
+    for (const name of ["points", "box", "selected", "scores", "status", "message", "opacity",
+      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev"]) {
+      on(`change:${name}`, () => this.notify());
+    }
+    this.loadImage();
+    this.loadMasks();
+    this.loadObjects();
+  }
+
+  dispose(): void {
+    this.cleanups.forEach((f) => f());
+    this.views.clear();
+  }
+
+  subscribe(redraw: () => void): () => void {
+    this.views.add(redraw);
+    return () => this.views.delete(redraw);
+  }
+
+  notify(): void {
+    this.views.forEach((f) => f());
+  }
+
+  /** Prompts to draw: this page's unacknowledged edit, else the kernel's. */
+  prompts(): PromptState {
+    if (this.local) return this.local;
+    return { points: this.model.get("points") ?? [], box: this.model.get("box") ?? null };
+  }
+
+  stack(): UndoStack {
+    const states = this.model.get("history") ?? [EMPTY];
+    return new UndoStack(states, this.model.get("history_index") ?? states.length - 1);
+  }
+
+  private nextSeq(): number {
+    this.seq += 1;
+    return this.seq;
+  }
+
+  sendPrompt(state: PromptState, kind = "prompt"): void {
+    const seq = this.nextSeq();
+    this.local = { ...state, seq };
+    this.clickStart = performance.now();
+    this.clickSeq = seq;
+    this.clickRev = -1;
+    performance.mark("sam:prompt", { detail: { seq } });
+    this.hoverMask = null;
+    this.model.send({ type: kind, client: this.client, seq, points: state.points, box: state.box });
+    this.notify();
+  }
+
+  /** Undo/redo/clear: drawn at once from the synced history, confirmed by the kernel. */
+  sendEdit(kind: "undo" | "redo" | "clear"): void {
+    const stack = this.stack();
+    const next = kind === "undo" ? stack.undo() : kind === "redo" ? stack.redo() : stack.clear();
+    const seq = this.nextSeq();
+    this.local = { ...next, seq };
+    this.hoverMask = null;
+    this.model.send({ type: kind, client: this.client, seq });
+    this.notify();
+  }
+
+  sendCommit(): void {
+    const seq = this.nextSeq();
+    this.model.send({ type: "commit", client: this.client, seq });
+  }
+
+  send(content: Record<string, unknown>): void {
+    this.model.send({ ...content, client: this.client, seq: this.nextSeq() });
+  }
+
+  private ackSeq(): void {
+    const [client, seq] = (this.model.get("prompt_seq") ?? "").split(":");
+    if (client !== this.client) return;
+    if (Number(seq) === this.clickSeq) this.clickRev = this.model.get("prompt_rev");
+    if (this.local && Number(seq) >= this.local.seq) this.local = null;
+    this.notify();
+  }
+
+  private async loadImage(): Promise<void> {
+    const view = this.model.get("_image");
+    if (!view || view.byteLength === 0) return;
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    try {
+      this.image = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+    } catch (err) {
+      console.error("sam-widget: cannot decode the image", err);
+    }
+    this.notify();
+  }
+
+  private async loadMasks(): Promise<void> {
+    const view = this.model.get("_masks");
+    const rev = this.model.get("mask_rev");
+    try {
+      const masks = view && view.byteLength > 0 ? await decodeMasks(view) : null;
+      if (rev < this.masksRev) return; // an older answer finished decoding late: drop it
+      this.masks = masks;
+      this.masksRev = rev;
+    } catch (err) {
+      console.error("sam-widget: cannot decode masks", err);
+      return;
+    }
+    this.notify();
+    if (this.clickStart !== null && this.clickRev >= 0 && rev >= this.clickRev) {
+      // the overlay for the click is about to be painted: measure click -> overlay
+      const start = this.clickStart;
+      this.clickStart = null;
+      requestAnimationFrame(() => {
+        performance.measure("sam:click-to-overlay", { start, end: performance.now() });
+      });
+    }
+  }
+
+  private async loadObjects(): Promise<void> {
+    const next = new Map<number, Uint8Array>();
+    for (const obj of this.model.get("objects") ?? []) {
+      const cached = this.objectMasks.get(obj.id);
+      if (cached) {
+        next.set(obj.id, cached);
+        continue;
+      }
+      try {
+        const set = await decodeMasks(obj.mask);
+        next.set(obj.id, unpackMask(set, 0));
+      } catch (err) {
+        console.error("sam-widget: cannot decode object mask", err);
+      }
+    }
+    this.objectMasks = next;
+    this.notify();
+  }
+
+  private async onCustom(msg: any, buffers: DataView[]): Promise<void> {
+    if (!msg || msg.type !== "hover") return;
+    const position = this.hover.positionOf(msg.seq);
+    this.hover.answered(msg.seq);
+    if (msg.empty || !buffers?.length || position === null) return;
+    if (msg.rev !== this.model.get("prompt_rev") || this.local) return; // prompts moved on
+    try {
+      const set = await decodeMasks(buffers[0]);
+      const mask = unpackMask(set, 0);
+      this.hoverMask = { mask, rev: msg.rev, width: set.width, height: set.height };
+      performance.mark("sam:hover-drawn", {
+        detail: { seq: msg.seq, x: position[0], y: position[1], area: area(mask) },
+      });
+    } catch (err) {
+      console.error("sam-widget: cannot decode hover mask", err);
+    }
+    this.notify();
+  }
+}
+
+const sessions = new Map<string, Session>();
+
+function sessionFor(model: AnyModel): Session {
+  const uid = model.get("_uid");
+  let s = sessions.get(uid);
+  if (!s) {
+    s = new Session(model);
+    sessions.set(uid, s);
+  }
+  return s;
+}
+
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K, attrs: Record<string, string> = {}, text = "",
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text) el.textContent = text;
+  return el;
+}
+
+const CSS = `
+.sam-widget { font: 13px/1.4 var(--jp-ui-font-family, system-ui, sans-serif); color: var(--jp-ui-font-color1, #222);
+  outline: none; max-width: 100%; }
+.sam-widget:focus-visible { box-shadow: 0 0 0 2px var(--jp-brand-color1, #1e90ff); }
+.sam-stage { position: relative; width: 100%; user-select: none; touch-action: none; }
+.sam-stage canvas { position: absolute; left: 0; top: 0; }
+.sam-stage canvas.sam-markers { cursor: crosshair; }
+.sam-bar { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 4px 0; }
+.sam-bar button, .sam-tabs button { font: inherit; padding: 2px 8px; border: 1px solid #999; border-radius: 3px;
+  background: var(--jp-layout-color1, #fff); color: inherit; cursor: pointer; }
+.sam-bar button:disabled { opacity: .45; cursor: default; }
+.sam-tabs { display: flex; gap: 2px; }
+.sam-tabs [role=tab][aria-selected=true] { background: #1e90ff; color: #fff; border-color: #1e90ff; }
+.sam-status { color: var(--jp-ui-font-color2, #555); min-height: 1.4em; }
+.sam-status.error { color: #c62828; }
+.sam-objects { list-style: none; padding: 0; margin: 2px 0; display: flex; flex-wrap: wrap; gap: 6px; }
+.sam-objects li { display: flex; gap: 4px; align-items: center; }
+.sam-swatch { width: 10px; height: 10px; border-radius: 2px; display: inline-block; }
+`;
+
+export default {
+  initialize({ model }: { model: AnyModel }) {
+    const uid = model.get("_uid");
+    const session = sessionFor(model);
+    return () => {
+      session.dispose();
+      sessions.delete(uid);
+    };
+  },
+
+  render({ model, el }: { model: AnyModel; el: HTMLElement }) {
+    const session = sessionFor(model);
+    const root = h("div", { class: "sam-widget", tabindex: "0", "aria-label": "Segment Anything: click the image to segment" });
+    root.append(h("style", {}, CSS));
+
+    const stage = h("div", { class: "sam-stage" });
+    const imageCanvas = h("canvas", { class: "sam-image", "aria-hidden": "true" });
+    const maskCanvas = h("canvas", { class: "sam-overlay", "aria-hidden": "true" });
+    const markerCanvas = h("canvas", {
+      class: "sam-markers", role: "img",
+      "aria-label": "Image: left click adds a foreground point, right or shift click a background point, drag draws a box",
+    });
+    stage.append(imageCanvas, maskCanvas, markerCanvas);
+
+    const bar = h("div", { class: "sam-bar", role: "toolbar", "aria-label": "Segmentation tools" });
+    const undoBtn = h("button", { "aria-label": "Undo", title: "Undo (z)" }, "↶ Undo");
+    const redoBtn = h("button", { "aria-label": "Redo", title: "Redo (shift+z)" }, "↷ Redo");
+    const clearBtn = h("button", { "aria-label": "Clear", title: "Clear prompts (Esc)" }, "Clear");
+    const addBtn = h("button", { "aria-label": "Add object", title: "Keep this mask as an object (Enter)" }, "Add object");
+    const allBtn = h("button", { "aria-label": "Everything", title: "Segment everything (automatic masks)" }, "Everything");
+    const hoverLabel = h("label", { title: "Preview the mask under the pointer" });
+    const hoverBox = h("input", { type: "checkbox", "aria-label": "Hover preview" });
+    hoverLabel.append(hoverBox, " hover");
+    const refineLabel = h("label", { title: "Feed the chosen mask back into the next prompt" });
+    const refineBox = h("input", { type: "checkbox", "aria-label": "Refine" });
+    refineLabel.append(refineBox, " refine");
+    const opacity = h("input", { type: "range", min: "0", max: "1", step: "0.05", "aria-label": "Opacity" });
+    const tabs = h("div", { class: "sam-tabs", role: "tablist", "aria-label": "Candidate masks" });
+    bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, tabs, hoverLabel, refineLabel, opacity);
+
+    const objectList = h("ul", { class: "sam-objects", "aria-label": "Objects" });
+    const status = h("div", { class: "sam-status", role: "status", "aria-live": "polite" });
+    root.append(stage, bar, objectList, status);
+    el.append(root);
+
+    // ---------------------------------------------------------------- sizing (HiDPI, resize)
+    let cssW = 0;
+    let cssH = 0;
+    const dims = () => ({
+      iw: model.get("image_width"), ih: model.get("image_height"),
+      dw: model.get("display_width"), dh: model.get("display_height"),
+    });
+    const layout = () => {
+      const { dw, dh } = dims();
+      if (!dw || !dh) return;
+      const avail = root.clientWidth || el.clientWidth || dw;
+      const fit = fitSize(avail, dw, dh, Math.max(dw, 320));
+      cssW = fit.width;
+      cssH = fit.height;
+      stage.style.height = `${cssH}px`;
+      const dpr = window.devicePixelRatio || 1;
+      for (const c of [imageCanvas, maskCanvas, markerCanvas]) {
+        c.style.width = `${cssW}px`;
+        c.style.height = `${cssH}px`;
+        c.width = Math.max(1, Math.round(cssW * dpr));
+        c.height = Math.max(1, Math.round(cssH * dpr));
+      }
+      drawImage();
+      drawMasks();
+      drawMarkers();
+    };
+
+    // ---------------------------------------------------------------- drawing
+    const drawImage = () => {
+      const ctx = imageCanvas.getContext("2d");
+      if (!ctx) return;
+      ctx.clearRect(0, 0, imageCanvas.width, imageCanvas.height);
+      if (session.image) {
+        ctx.imageSmoothingEnabled = true;
+        ctx.imageSmoothingQuality = "high";
+        ctx.drawImage(session.image, 0, 0, imageCanvas.width, imageCanvas.height);
+      }
+    };
+
+    // the overlay is composed at display resolution, then scaled without smoothing
+    const composed = document.createElement("canvas");
+    let composedKey = "";
+    const compose = (): boolean => {
+      const { dw, dh } = dims();
+      const masks = session.masks;
+      const selected = model.get("selected");
+      const alpha = Math.round(255 * Math.min(1, Math.max(0, model.get("opacity"))));
+      const objects = model.get("objects") ?? [];
+      const key = JSON.stringify([session.masksRev, masks?.count, selected, alpha, dw, dh,
+        objects.map((o) => [o.id, o.visible, session.objectMasks.has(o.id)])]);
+      if (key === composedKey) return true;
+      composedKey = key;
+      composed.width = dw;
+      composed.height = dh;
+      const ctx = composed.getContext("2d");
+      if (!ctx || !dw || !dh) return false;
+      const img = ctx.createImageData(dw, dh);
+      for (const obj of objects) {
+        const m = session.objectMasks.get(obj.id);
+        if (obj.visible && m && m.length === dw * dh) paintMask(img.data, m, dw, dh, hexColor(obj.color), alpha);
+      }
+      if (masks && masks.count > 0 && masks.width === dw && masks.height === dh) {
+        const k = Math.min(Math.max(selected, 0), masks.count - 1);
+        paintMask(img.data, unpackMask(masks, k), dw, dh, CURRENT_COLOR, alpha);
+      }
+      ctx.putImageData(img, 0, 0);
+      return true;
+    };
+    const drawMasks = () => {
+      const ctx = maskCanvas.getContext("2d");
+      if (!ctx) return;
+      compose();
+      ctx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
+      ctx.imageSmoothingEnabled = false;
+      if (composed.width) ctx.drawImage(composed, 0, 0, maskCanvas.width, maskCanvas.height);
+      // what is on screen, for tests and assistive tooling
+      root.dataset.maskRev = String(session.masksRev);
+      root.dataset.selected = String(model.get("selected"));
+    };
+
+    const hoverCanvas = document.createElement("canvas");
+    let hoverDrawn: unknown = null;
+    let dragBox: Box | null = null;
+    let pointerInside = false;
+    const drawMarkers = () => {
+      const ctx = markerCanvas.getContext("2d");
+      if (!ctx) return;
+      const W = markerCanvas.width;
+      const H = markerCanvas.height;
+      const { iw, ih } = dims();
+      const dpr = window.devicePixelRatio || 1;
+      ctx.clearRect(0, 0, W, H);
+      const hm = session.hoverMask;
+      if (hm && model.get("hover") && pointerInside && hm.rev === model.get("prompt_rev")) {
+        if (hoverDrawn !== hm) {
+          hoverCanvas.width = hm.width;
+          hoverCanvas.height = hm.height;
+          const hctx = hoverCanvas.getContext("2d")!;
+          const img = hctx.createImageData(hm.width, hm.height);
+          paintMask(img.data, hm.mask, hm.width, hm.height, HOVER_COLOR, 70, 160);
+          hctx.putImageData(img, 0, 0);
+          hoverDrawn = hm;
+        }
+        ctx.imageSmoothingEnabled = false;
+        ctx.drawImage(hoverCanvas, 0, 0, W, H);
+      }
+      const { points, box } = session.prompts();
+      const drawBox = (b: Box, dashed: boolean) => {
+        const [x0, y0] = imageToCanvas(b[0], b[1], iw, ih, W, H);
+        const [x1, y1] = imageToCanvas(b[2], b[3], iw, ih, W, H);
+        ctx.save();
+        ctx.lineWidth = 2 * dpr;
+        ctx.setLineDash(dashed ? [6 * dpr, 4 * dpr] : []);
+        ctx.strokeStyle = "#fff";
+        ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+        ctx.strokeStyle = "#1e90ff";
+        ctx.lineWidth = 1 * dpr;
+        ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+        ctx.restore();
+      };
+      if (box) drawBox(box, false);
+      if (dragBox) drawBox(dragBox, true);
+      for (const [x, y, label] of points) {
+        const [cx, cy] = imageToCanvas(x + 0.5, y + 0.5, iw, ih, W, H);
+        ctx.beginPath();
+        ctx.arc(cx, cy, 5 * dpr, 0, 2 * Math.PI);
+        ctx.fillStyle = label === 1 ? "#2e7d32" : "#c62828";
+        ctx.fill();
+        ctx.lineWidth = 1.5 * dpr;
+        ctx.strokeStyle = "#fff";
+        ctx.stroke();
+      }
+    };
+
+    const drawControls = () => {
+      undoBtn.disabled = !model.get("can_undo");
+      redoBtn.disabled = !model.get("can_redo");
+      hoverBox.checked = model.get("hover");
+      refineBox.checked = model.get("refine");
+      opacity.value = String(model.get("opacity"));
+      const scores = model.get("scores") ?? [];
+      const selected = model.get("selected");
+      if (tabs.children.length !== scores.length) {
+        tabs.replaceChildren(...scores.map((_, i) => {
+          const tab = h("button", { role: "tab", "data-index": String(i) });
+          tab.addEventListener("click", () => select(i));
+          return tab;
+        }));
+      }
+      scores.forEach((s, i) => {
+        const tab = tabs.children[i] as HTMLElement;
+        const on = i === selected;
+        tab.setAttribute("aria-selected", String(on));
+        tab.tabIndex = on ? 0 : -1;
+        tab.textContent = `${i + 1} · ${s.toFixed(2)}`;
+        tab.title = `Candidate ${i + 1}, predicted IoU ${s.toFixed(3)} (key ${i + 1})`;
+      });
+      const objects = model.get("objects") ?? [];
+      const sig = JSON.stringify(objects.map((o) => [o.id, o.name, o.visible, o.color]));
+      if (objectList.dataset.sig !== sig) {
+        objectList.dataset.sig = sig;
+        objectList.replaceChildren(...objects.map((o) => {
+          const li = h("li");
+          const sw = h("span", { class: "sam-swatch" });
+          sw.style.background = o.color;
+          const vis = h("input", { type: "checkbox", "aria-label": `Show ${o.name}` });
+          vis.checked = o.visible;
+          vis.addEventListener("change", () => session.send({ type: "object", id: o.id, visible: vis.checked }));
+          const del = h("button", { "aria-label": `Delete ${o.name}`, title: `Delete ${o.name}` }, "×");
+          del.addEventListener("click", () => session.send({ type: "object", id: o.id, delete: true }));
+          li.append(vis, sw, h("span", {}, `${o.name} (${o.score.toFixed(2)})`), del);
+          return li;
+        }));
+      }
+      const st = model.get("status");
+      status.textContent = model.get("message") || st;
+      status.classList.toggle("error", st.startsWith("error"));
+    };
+
+    const redraw = () => {
+      if (!cssW) layout();
+      else {
+        drawImage();
+        drawMasks();
+        drawMarkers();
+      }
+      drawControls();
+    };
+
+    // ---------------------------------------------------------------- input
+    const select = (i: number) => {
+      const n = (model.get("scores") ?? []).length;
+      if (i < 0 || i >= n) return;
+      model.set("selected", i);
+      model.save_changes();
+      redraw();
+    };
+    const rect = (): Rect => markerCanvas.getBoundingClientRect();
+    let down: { x: number; y: number; button: number; shift: boolean; id: number } | null = null;
+    let dragging = false;
+
+    const onPointerDown = (e: PointerEvent) => {
+      if (e.button !== 0 && e.button !== 2) return;
+      root.focus({ preventScroll: true });
+      down = { x: e.clientX, y: e.clientY, button: e.button, shift: e.shiftKey, id: e.pointerId };
+      dragging = false;
+      markerCanvas.setPointerCapture?.(e.pointerId);
+      e.preventDefault();
+    };
+    const onPointerMove = (e: PointerEvent) => {
+      const { iw, ih } = dims();
+      pointerInside = true;
+      if (down) {
+        if (down.button === 0 && Math.hypot(e.clientX - down.x, e.clientY - down.y) > 4) dragging = true;
+        if (dragging) {
+          dragBox = dragToBox([down.x, down.y], [e.clientX, e.clientY], rect(), iw, ih);
+          drawMarkers();
+        }
+        return;
+      }
+      if (!model.get("hover") || e.buttons) return;
+      const [x, y] = clientToPixel(e.clientX, e.clientY, rect(), iw, ih);
+      session.hover.move(x, y);
+    };
+    const onPointerUp = (e: PointerEvent) => {
+      if (!down) return;
+      const { iw, ih } = dims();
+      const start = down;
+      down = null;
+      markerCanvas.releasePointerCapture?.(e.pointerId);
+      const cur = session.prompts();
+      if (dragging) {
+        dragging = false;
+        dragBox = null;
+        const box = dragToBox([start.x, start.y], [e.clientX, e.clientY], rect(), iw, ih);
+        session.sendPrompt({ points: cur.points, box });
+        return;
+      }
+      const label = start.button === 2 || start.shift ? 0 : 1;
+      const points = clickPoints(cur.points, e.clientX, e.clientY, rect(), iw, ih, label);
+      session.sendPrompt({ points, box: cur.box });
+    };
+    const onLeave = () => {
+      pointerInside = false;
+      session.hover.cancel();
+      drawMarkers();
+    };
+    const onContext = (e: Event) => e.preventDefault();
+    const onKey = (e: KeyboardEvent) => {
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      if ((e.target as HTMLElement)?.tagName === "INPUT" && e.key !== "Escape" && e.key !== "Enter") return;
+      let handled = true;
+      if (e.key === "1" || e.key === "2" || e.key === "3") select(Number(e.key) - 1);
+      else if (e.key === "z") session.sendEdit("undo");
+      else if (e.key === "Z") session.sendEdit("redo");
+      else if (e.key === "Escape") session.sendEdit("clear");
+      else if (e.key === "Enter") session.sendCommit();
+      else if ((e.key === "ArrowRight" || e.key === "ArrowLeft") && tabs.contains(e.target as Node)) {
+        const n = (model.get("scores") ?? []).length;
+        const d = e.key === "ArrowRight" ? 1 : -1;
+        select((model.get("selected") + d + n) % n);
+        (tabs.children[model.get("selected")] as HTMLElement)?.focus();
+      } else handled = false;
+      if (handled) {
+        // the widget has focus: its keys are its own, Jupyter's command mode must not see them
+        e.preventDefault();
+        e.stopPropagation();
+      }
+    };
+
+    markerCanvas.addEventListener("pointerdown", onPointerDown);
+    markerCanvas.addEventListener("pointermove", onPointerMove);
+    markerCanvas.addEventListener("pointerup", onPointerUp);
+    markerCanvas.addEventListener("pointerleave", onLeave);
+    markerCanvas.addEventListener("contextmenu", onContext);
+    root.addEventListener("keydown", onKey);
+    // a button that becomes disabled drops focus to <body>: keep the keys with the widget
+    const act = (f: () => void) => () => {
+      f();
+      root.focus({ preventScroll: true });
+    };
+    undoBtn.addEventListener("click", act(() => session.sendEdit("undo")));
+    redoBtn.addEventListener("click", act(() => session.sendEdit("redo")));
+    clearBtn.addEventListener("click", act(() => session.sendEdit("clear")));
+    addBtn.addEventListener("click", act(() => session.sendCommit()));
+    allBtn.addEventListener("click", () => session.send({ type: "everything" }));
+    hoverBox.addEventListener("change", () => {
+      model.set("hover", hoverBox.checked);
+      model.save_changes();
+      if (!hoverBox.checked) session.hover.cancel();
+    });
+    refineBox.addEventListener("change", () => {
+      model.set("refine", refineBox.checked);
+      model.save_changes();
+    });
+    opacity.addEventListener("input", () => {
+      model.set("opacity", Number(opacity.value));
+      model.save_changes();
+      drawMasks();
+    });
+
+    const onDims = () => {
+      composedKey = "";
+      cssW = 0;
+      layout();
+    };
+    model.on("change:display_width", onDims);
+    model.on("change:display_height", onDims);
+    const unsubscribe = session.subscribe(redraw);
+    const resize = new ResizeObserver(() => layout());
+    resize.observe(root);
+    const onDpr = () => layout();
+    window.addEventListener("resize", onDpr);
+    layout();
+    drawControls();
+
+    return () => {
+      unsubscribe();
+      resize.disconnect();
+      window.removeEventListener("resize", onDpr);
+      model.off("change:display_width", onDims);
+      model.off("change:display_height", onDims);
+      root.remove();
+    };
+  },
+};

@@ -1,0 +1,341 @@
+"""SamWidget without a browser: traits, methods, masks, status, and every bad frontend message.
+
+The widget runs on a random-weight SAM vit_b (the real model code; one encode per image, cached
+by the predictor), so these tests show the widget wiring, not segmentation quality.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+
+import numpy as np
+import pytest
+
+import sam_widget as sw
+from sam_widget.codec import decode_masks
+from sam_widget.widget import MAX_POINTS, SamWidget
+
+
+def scene(h: int = 240, w: int = 320) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = 40 + xx * 60 // w
+    img[..., 2] = 90 + yy * 60 // h
+    img[(xx - w * 0.35) ** 2 + (yy - h * 0.45) ** 2 < (min(h, w) * 0.2) ** 2] = (220, 200, 40)
+    return img
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return sw.Predictor(sw.build_sam("vit_b"))
+
+
+@pytest.fixture
+def widget(predictor):
+    w = SamWidget(scene(), model=predictor)
+    yield w
+    w.close()
+
+
+def frontend(w: SamWidget, **content) -> None:
+    """Deliver a custom message as the view would (through ipywidgets' dispatcher)."""
+    content.setdefault("client", "test")
+    content.setdefault("seq", 1)
+    w._msg_callbacks(w, content, [])
+    w._wait()
+
+
+# ------------------------------------------------------------------------------ construction
+def test_unknown_keyword_arguments_are_named(predictor):
+    with pytest.raises(TypeError, match="colour, zoom"):
+        SamWidget(scene(), model=predictor, zoom=2, colour="red")
+
+
+def test_encodes_in_the_background_and_reports_model_and_device(predictor):
+    w = SamWidget(scene(200, 300), model=predictor)
+    seen = []
+    w.observe(lambda c: seen.append(c["new"]), "message")
+    w._wait()
+    assert w.status == "ready"
+    assert w.engine == "vit_b" and w.device
+    assert "vit_b on" in w.message and "encoded in" in w.message
+    assert [w.image_width, w.image_height] == [300, 200]
+    assert len(w._image) > 0
+    w.close()
+
+
+def test_clicks_during_encoding_are_kept_and_answered(predictor):
+    img = scene(260, 340)  # a new image: the predictor must encode it
+    w = SamWidget(img, model=predictor)
+    frontend(w, type="prompt", points=[[100, 110, 1]], box=None)
+    assert w.points == [[100, 110, 1]]
+    assert len(w.scores) == 3 and w.mask.shape == (260, 340)
+    w.close()
+
+
+def test_large_images_are_downscaled_for_display_only(predictor):
+    w = SamWidget(np.zeros((1500, 2000, 3), np.uint8), model=predictor, max_display_size=512)
+    assert (w.display_width, w.display_height) == (512, 384)
+    w.add_point(1900, 1400)
+    assert w.points == [[1900, 1400, 1]]
+    assert w.masks.shape == (3, 1500, 2000)  # full size when Python asks
+    assert decode_masks(w._masks).shape == (3, 384, 512)  # display size on the wire
+    w.close()
+
+
+# ------------------------------------------------------------------------------ prompts
+def test_add_point_returns_with_masks_that_reflect_it(widget, predictor):
+    widget.add_point(110, 100)
+    expected = predictor.predict(points=np.array([[110, 100]], np.float32),
+                                 labels=np.array([1]), multimask=True)
+    assert widget.points == [[110, 100, 1]]
+    np.testing.assert_allclose(widget.scores, expected.scores, rtol=1e-4, atol=1e-5)
+    assert widget.selected == int(np.argmax(expected.scores))
+    np.testing.assert_array_equal(widget.masks, expected.masks)
+    np.testing.assert_array_equal(widget.mask, expected.masks[widget.selected])
+    assert widget.mask_rev == widget.prompt_rev
+    # the wire carries the same masks at display resolution
+    np.testing.assert_array_equal(decode_masks(widget._masks), widget.display_masks)
+
+
+def test_refinement_feeds_the_selected_logits_back(widget, predictor):
+    widget.add_point(110, 100)
+    first = widget.prediction
+    k = widget.selected
+    widget.add_point(200, 60, label=0)
+    pts = np.array([[110, 100], [200, 60]], np.float32)
+    refined = predictor.predict(points=pts, labels=np.array([1, 0]),
+                                mask_input=first.logits[k][None], multimask=True)
+    np.testing.assert_allclose(widget.scores, refined.scores, rtol=1e-4, atol=1e-5)
+    widget.undo()
+    widget.refine = False
+    widget.add_point(200, 60, label=0)
+    plain = predictor.predict(points=pts, labels=np.array([1, 0]), multimask=True)
+    np.testing.assert_allclose(widget.scores, plain.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_box_and_points_combine(widget):
+    widget.set_box(40, 30, 200, 180)
+    widget.add_point(100, 100)
+    assert widget.box == [40, 30, 200, 180]
+    assert widget.points == [[100, 100, 1]]
+    assert len(widget.scores) == 3
+
+
+def test_setting_traits_from_python_is_a_prompt(widget):
+    widget.points = [[50, 60, 1]]
+    assert widget.mask.shape == (240, 320)  # properties wait for the answer
+    assert widget.mask_rev == widget.prompt_rev and len(widget.scores) == 3
+    with pytest.raises(Exception, match="outside"):
+        widget.points = [[5000, 60, 1]]
+    assert widget.points == [[50, 60, 1]]
+
+
+def test_selected_syncs_and_is_checked(widget):
+    widget.add_point(110, 100)
+    widget.selected = 0
+    np.testing.assert_array_equal(widget.mask, widget.masks[0])
+    widget.selected = 7
+    assert widget.selected == 0
+    assert widget.status.startswith("error") and "0..2" in widget.status
+
+
+def test_undo_redo_clear_and_history(widget):
+    assert not widget.can_undo
+    widget.add_point(110, 100)
+    widget.add_point(200, 60, 0)
+    widget.undo()
+    assert widget.points == [[110, 100, 1]] and widget.can_redo
+    widget.redo()
+    assert widget.points == [[110, 100, 1], [200, 60, 0]]
+    widget.clear()
+    assert widget.points == [] and widget.scores == [] and not widget.mask.any()
+    assert widget._masks == b""  # nothing drawn
+    widget.undo()  # clear is undoable
+    assert len(widget.points) == 2
+    assert widget.history[widget.history_index]["points"] == widget.points
+    # a new prompt after undo drops the redo tail
+    widget.undo()
+    widget.add_point(10, 10)
+    assert not widget.can_redo
+
+
+def test_commit_keeps_objects_and_starts_afresh(widget):
+    assert widget.commit() is None  # nothing to keep yet
+    widget.add_point(110, 100)
+    mask = widget.mask.copy()
+    obj = widget.commit()
+    assert obj["id"] == 1 and obj["mask"].shape == (240, 320)
+    np.testing.assert_array_equal(obj["mask"], mask)
+    assert obj["points"] == [[110, 100, 1]] and obj["visible"]
+    assert widget.points == [] and not widget.can_undo
+    widget.add_point(250, 200)
+    widget.commit(name="second")
+    assert [o["name"] for o in widget.objects] == ["object 1", "second"]
+    assert widget.objects[0]["color"] != widget.objects[1]["color"]
+    # on the wire: no full-size masks, display bytes instead
+    state = widget.get_state("objects")["objects"]
+    assert decode_masks(state[0]["mask"]).shape == (1, 240, 320)
+    frontend(widget, type="object", id=1, visible=False)
+    assert widget.objects[0]["visible"] is False
+    frontend(widget, type="object", id=1, delete=True)
+    assert [o["id"] for o in widget.objects] == [2]
+    coco = widget.to_coco()
+    assert len(coco["annotations"]) == 1
+
+
+def test_frontend_commit_waits_for_the_pending_answer(widget):
+    frontend(widget, type="prompt", points=[[110, 100, 1]], box=None, seq=1)
+    frontend(widget, type="commit", seq=2)
+    widget._wait()
+    assert len(widget.objects) == 1 and widget.points == []
+
+
+def test_bursts_are_coalesced_and_sequence_numbers_acknowledged(widget):
+    widget._wait()
+    gate = threading.Event()
+    real = widget._engine.predict
+
+    def slow_predict(**kw):
+        gate.wait(5)
+        return real(**kw)
+
+    widget._engine.predict = slow_predict
+    try:
+        for seq in range(1, 21):
+            widget._msg_callbacks(widget, {"type": "prompt", "client": "c", "seq": seq,
+                                           "points": [[10 + seq, 20, 1]], "box": None}, [])
+        gate.set()
+        widget._wait()
+    finally:
+        widget._engine.predict = real
+    assert widget.prompt_seq == "c:20"
+    assert widget.points == [[30, 20, 1]]
+    assert widget.stats["decodes"] <= 3  # the first, maybe one in between, and the latest
+    assert widget.mask_rev == widget.prompt_rev
+
+
+def test_hover_answers_one_request_with_the_next_clicks_mask(widget, predictor):
+    sent = []
+    widget.send = lambda msg, buffers=None: sent.append((msg, buffers))
+    widget._msg_callbacks(widget, {"type": "hover", "client": "c", "seq": 1, "x": 110, "y": 100},
+                          [])
+    widget._wait()
+    for _ in range(200):
+        if sent:
+            break
+        threading.Event().wait(0.05)
+    msg, buffers = sent[0]
+    assert msg["type"] == "hover" and msg["seq"] == 1 and not msg["empty"]
+    expected = predictor.predict(points=np.array([[110, 100]], np.float32),
+                                 labels=np.array([1]), multimask=True)
+    shown = decode_masks(buffers[0])[0]
+    np.testing.assert_array_equal(shown, expected.masks_at(240, 320)[expected.best])
+    assert widget.points == []  # hovering never changes the prompts
+    assert widget.stats["hover_in_flight_max"] == 1
+
+
+def test_set_image_resets_prompts_and_objects(widget):
+    widget.add_point(110, 100)
+    widget.commit()
+    widget.set_image(scene(100, 150))
+    widget.add_point(10, 10)
+    assert (widget.image_width, widget.image_height) == (150, 100)
+    assert widget.objects == [] and widget.mask.shape == (100, 150)
+
+
+def test_mimebundle_has_a_png_and_the_widget_view(widget):
+    widget.add_point(110, 100)
+    data, _ = widget._repr_mimebundle_()
+    assert data["image/png"].startswith(b"\x89PNG")
+    assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_save(widget, tmp_path):
+    widget.add_point(110, 100)
+    assert np.load(widget.save(tmp_path / "m.npy")).shape == (1, 240, 320)
+    assert widget.save(tmp_path / "m.png").read_bytes().startswith(b"\x89PNG")
+    assert "annotations" in widget.save(tmp_path / "m.json").read_text()
+    with pytest.raises(ValueError, match=".json, .png"):
+        widget.save(tmp_path / "m.txt")
+
+
+# ------------------------------------------------------------------------------ bad input
+BAD_MESSAGES = [
+    ({"type": "prompt", "points": [[math.nan, 5, 1]], "box": None}, "finite"),
+    ({"type": "prompt", "points": [[5, math.inf, 1]], "box": None}, "finite"),
+    ({"type": "prompt", "points": [[-3, 5, 1]], "box": None}, "outside"),
+    ({"type": "prompt", "points": [[5, 9999, 1]], "box": None}, "outside"),
+    ({"type": "prompt", "points": [["5", 5, 1]], "box": None}, "must be a number"),
+    ({"type": "prompt", "points": [[5, 5, 7]], "box": None}, "label"),
+    ({"type": "prompt", "points": [[5, 5, True]], "box": None}, "must be a number"),
+    ({"type": "prompt", "points": "5,5", "box": None}, "list"),
+    ({"type": "prompt", "points": [[5]], "box": None}, r"\[x, y, label\]"),
+    ({"type": "prompt", "points": [[1, 1, 1]] * 10_000, "box": None}, "too many points"),
+    ({"type": "prompt", "points": [], "box": [50, 50, 10, 10]}, "inverted"),
+    ({"type": "prompt", "points": [], "box": [10, 10, 10, 20]}, "inverted or empty"),
+    ({"type": "prompt", "points": [], "box": [0, 0, 5000, 10]}, "outside"),
+    ({"type": "prompt", "points": [], "box": [0, 0, 5]}, r"\[x0, y0, x1, y1\]"),
+    ({"type": "prompt", "points": [], "box": {"x0": 1}}, "box must be"),
+    ({"type": "hover", "x": math.nan, "y": 3}, "finite"),
+    ({"type": "object", "id": 99}, "no object"),
+    ({"type": "launch_missiles"}, "unknown message type"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_MESSAGES,
+                         ids=[f"{c['type']}-{i}" for i, (c, _) in enumerate(BAD_MESSAGES)])
+def test_bad_frontend_messages_give_a_clear_status_and_lose_nothing(widget, content, message):
+    widget.add_point(110, 100)
+    widget.add_point(20, 20)
+    widget.commit()
+    widget.add_point(110, 100)
+    before = (widget.points, widget.box, widget.scores, [o["id"] for o in widget.objects])
+    frontend(widget, **content)
+    assert widget.status.startswith("error: bad message from the view")
+    assert re.search(message, widget.status), widget.status
+    assert (widget.points, widget.box, widget.scores,
+            [o["id"] for o in widget.objects]) == before
+    # the widget still works, and the next good prompt clears the error
+    frontend(widget, type="prompt", points=[[60, 60, 1]], box=None, seq=99)
+    assert widget.status == "ready" and widget.points == [[60, 60, 1]]
+
+
+def test_non_dict_message(widget):
+    widget._msg_callbacks(widget, ["not", "a", "dict"], [])
+    assert "must be an object" in widget.status
+
+
+@pytest.mark.parametrize("call", [
+    lambda w: w.add_point(math.nan, 1),
+    lambda w: w.add_point(1, 1, label=3),
+    lambda w: w.set_box(10, 10, 5, 5),
+    lambda w: w.set_prompts(points=[[1, 1, 1]] * (MAX_POINTS + 1)),
+])
+def test_bad_python_prompts_raise_and_keep_state(widget, call):
+    widget.add_point(110, 100)
+    with pytest.raises(ValueError):
+        call(widget)
+    assert widget.points == [[110, 100, 1]]
+
+
+def test_engine_errors_land_in_status_without_losing_prompts(widget):
+    widget.add_point(110, 100)
+    real = widget._engine.predict
+
+    def broken(**kw):
+        raise RuntimeError("out of memory")
+
+    widget._engine.predict = broken
+    try:
+        frontend(widget, type="prompt", points=[[110, 100, 1], [30, 30, 1]], box=None)
+    finally:
+        widget._engine.predict = real
+    assert widget.status == "error: predict: RuntimeError: out of memory"
+    assert widget.points == [[110, 100, 1], [30, 30, 1]]
+    widget.add_point(60, 60)
+    assert widget.status == "ready"
