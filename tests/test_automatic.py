@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_predictor_support import synthetic_image, tiny_official_sam
+from tests.test_predictor_support import synthetic_image, tiny_official_sam
 
 from sam_widget.automatic import MaskGenerator, box_nms, mask_to_rle, remove_small_regions
 from sam_widget.predictor import Predictor

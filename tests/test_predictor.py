@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from test_predictor_support import synthetic_image, tiny_official_sam
+from tests.test_predictor_support import synthetic_image, tiny_official_sam
 
 from sam_widget.predictor import Engine, Prediction, Predictor, select_device, select_precision
 
