@@ -293,3 +293,17 @@ def test_bfloat16_encoder_masks_agree_with_float32(model, image, pair):
     for kw in PROMPTS.values():
         full, half = ours.predict(**kw), reduced.predict(**kw)
         assert (full.masks == half.masks).mean() >= 0.99
+
+
+def test_set_image_accepts_pil_images_and_paths(pair, image, tmp_path):
+    """Inputs go through sam_widget.images.to_rgb; the same pixels hit the cache."""
+    from PIL import Image
+
+    ours, _ = pair
+    hits = ours.cache_info["hits"]
+    path = tmp_path / "image.png"
+    Image.fromarray(image).save(path)
+    ours.set_image(Image.fromarray(image))
+    ours.set_image(str(path))
+    assert ours.cache_info["hits"] == hits + 2
+    assert ours.image_shape == image.shape[:2]
