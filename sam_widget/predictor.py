@@ -143,27 +143,10 @@ def _variant_name(model: nn.Module) -> str:
 
 
 def _to_rgb(image: Any) -> np.ndarray:
-    """Any supported image -> RGB uint8 (H, W, 3), through ``sam_widget.images`` when present."""
-    try:
-        from sam_widget.images import to_rgb
-    except ImportError:  # images.py has not landed: accept RGB uint8 arrays and PIL images
-        to_rgb = _to_rgb_minimal
+    """Any supported image -> RGB uint8 (H, W, 3) (see ``sam_widget.images.to_rgb``)."""
+    from sam_widget.images import to_rgb
+
     return to_rgb(image)
-
-
-def _to_rgb_minimal(image: Any) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
-        raise ValueError(
-            f"expected an RGB(A) uint8 image (H, W, 3), got {array.dtype} {array.shape}"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"the image is empty: shape {array.shape}")
-    return np.ascontiguousarray(array[:, :, :3])
 
 
 def preprocess_shape(height: int, width: int, long_side: int) -> Shape:

@@ -12,14 +12,24 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tests.test_predictor_support import synthetic_image, tiny_official_sam
 
 from sam_widget.predictor import Engine, Prediction, Predictor, select_device, select_precision
+from tests.test_predictor_support import synthetic_image, tiny_sam_pair
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_official_sam()
+def models():
+    return tiny_sam_pair()
+
+
+@pytest.fixture(scope="module")
+def model(models):
+    return models[0]
+
+
+@pytest.fixture(scope="module")
+def official_model(models):
+    return models[1]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +38,10 @@ def image():
 
 
 @pytest.fixture(scope="module")
-def pair(model, image):
+def pair(model, official_model, image):
     from segment_anything import SamPredictor
 
-    official = SamPredictor(model)
+    official = SamPredictor(official_model)
     official.set_image(image)
     ours = Predictor(model, device="cpu")
     ours.set_image(image)
@@ -131,7 +141,7 @@ def test_masks_at_any_size(pair, model):
 def test_engine_interface(pair):
     ours, _ = pair
     assert isinstance(ours, Engine)
-    assert ours.name == "sam"  # the official tiny model is no known variant
+    assert ours.name == "vit_b"  # the variant of the config the tiny model was built from
     assert ours.device == "cpu"
 
 
@@ -283,3 +293,17 @@ def test_bfloat16_encoder_masks_agree_with_float32(model, image, pair):
     for kw in PROMPTS.values():
         full, half = ours.predict(**kw), reduced.predict(**kw)
         assert (full.masks == half.masks).mean() >= 0.99
+
+
+def test_set_image_accepts_pil_images_and_paths(pair, image, tmp_path):
+    """Inputs go through sam_widget.images.to_rgb; the same pixels hit the cache."""
+    from PIL import Image
+
+    ours, _ = pair
+    hits = ours.cache_info["hits"]
+    path = tmp_path / "image.png"
+    Image.fromarray(image).save(path)
+    ours.set_image(Image.fromarray(image))
+    ours.set_image(str(path))
+    assert ours.cache_info["hits"] == hits + 2
+    assert ours.image_shape == image.shape[:2]
