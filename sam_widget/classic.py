@@ -467,7 +467,9 @@ def _tree_arrays(
 
     # persistence: how much more it costs to merge a region outward than to form it
     positive = height[n:][height[n:] > 0]
-    eps = float(np.median(positive)) if positive.size else 1.0
+    # a noise floor for merge costs: regions formed and absorbed below it (a few superpixels
+    # of the same surface) are not distinct, so they cannot outscore objects
+    eps = float(np.percentile(positive, 90)) if positive.size else 1.0
     death = np.where(parent >= 0, height[np.maximum(parent, 0)], 2 * height.max() + eps)
     persistence = np.log((death + eps) / (height + eps))
     return dict(
