@@ -123,3 +123,45 @@ def test_image_encoders_run_under_bfloat16_autocast() -> None:
         assert low.shape == ref.shape == (1, 256, cfg.image_size // 16, cfg.image_size // 16)
         err = (low.float() - ref).abs().max() / ref.std()
         assert err < 0.1, err
+
+
+def test_vit_encoder_backpropagates_and_grad_mode_gives_the_same_embedding() -> None:
+    # With autograd on, masks are fresh tensors rather than the reused inference scratch.
+    torch.manual_seed(0)
+    cfg = CONFIGS["vit_b"].with_encoder(
+        img_size=128, embed_dim=64, num_heads=2, depth=2, window_size=3, global_attn_indexes=(1,)
+    )
+    encoder = build_sam(cfg).image_encoder
+    for block in encoder.blocks:
+        torch.nn.init.normal_(block.attn.rel_pos_h)
+        torch.nn.init.normal_(block.attn.rel_pos_w)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        frozen = encoder(x)
+    out = encoder(x)
+    assert torch.allclose(out, frozen, atol=1e-5)
+    out.square().mean().backward()
+    for block in encoder.blocks:
+        assert block.attn.rel_pos_h.grad.abs().sum() > 0
+        assert block.attn.rel_pos_w.grad.abs().sum() > 0
+    assert encoder.pos_embed.grad.abs().sum() > 0
+
+
+def test_tiny_vit_train_mode_uses_batch_statistics_and_backpropagates() -> None:
+    torch.manual_seed(0)
+    encoder = build_sam(CONFIGS["mobile_sam"].with_encoder(img_size=128)).image_encoder
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        folded = encoder(x)  # eval: BatchNorm folded into the convolutions
+    encoder.train()
+    out = encoder(x)
+    assert out.shape == folded.shape == (2, 256, 8, 8)
+    assert not torch.allclose(out, folded, atol=1e-3)  # batch statistics, not running ones
+    out.mean().backward()
+    assert encoder.layers[1].blocks[0].attn.attention_biases.grad.abs().sum() > 0
+    encoder.eval()
+    with torch.no_grad():
+        # one training forward moved the running statistics; folding still equals BN
+        conv_bn = encoder.patch_embed.seq[0]
+        x0 = torch.randn(1, 3, 32, 32)
+        assert torch.allclose(conv_bn(x0), conv_bn.bn(conv_bn.c(x0)), atol=1e-5)

@@ -10,13 +10,18 @@ the arithmetic is the official one, arranged to run faster:
 * attention goes through ``F.scaled_dot_product_attention`` with the relative-position bias
   as an additive mask, instead of materialising, adding to and soft-maxing the score matrix
   step by step (the global blocks' scores are 12 x 4096 x 4096 floats);
-* the query/key/value projection runs before the map is padded to whole windows, and the
-  output projection after the padding is dropped: the official code pads the normalised
-  tokens with zeros, whose projection is exactly the bias, so we pad the projected tokens
-  with the bias and skip the matmuls on padding (64 = 4 x 14 + 8 leaves 18% padding).
+* the query/key/value projection runs before the map is padded to whole windows: the
+  official code pads the normalised tokens with zeros, whose projection is exactly the bias,
+  so we pad the projected tokens with the bias and skip the widest matmul on padding
+  (64 = 4 x 14 + 8 leaves 18% padding);
+* the relative-position mask is built contiguous, so the large global-attention mask is
+  written once and never copied, into memory the blocks of one pass share (faulting in
+  805 MB of fresh pages for every global block costs more than the attention itself).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +55,9 @@ def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tens
     """
     max_rel_dist = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != max_rel_dist:
-        rel_pos = F.interpolate(rel_pos.T.unsqueeze(0), size=max_rel_dist, mode="linear")[
-            0
-        ].T  # (max_rel_dist, hd)
+        table = rel_pos.T.unsqueeze(0)  # (1, hd, L)
+        table = F.interpolate(table, size=max_rel_dist, mode="linear")  # (1, hd, max_rel_dist)
+        rel_pos = table[0].T  # (max_rel_dist, hd)
     q_scale = max(k_size / q_size, 1.0)
     k_scale = max(q_size / k_size, 1.0)
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale  # (q, 1)
@@ -62,7 +67,11 @@ def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tens
 
 
 def rel_pos_bias(
-    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, size: tuple[int, int]
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    size: tuple[int, int],
+    scratch: MaskScratch | None = None,
 ) -> torch.Tensor:
     """Decomposed relative-position bias of MViTv2, as an additive attention mask.
 
@@ -70,6 +79,7 @@ def rel_pos_bias(
         q: (B, nh, h * w, hd) queries, unscaled.
         rel_pos_h, rel_pos_w: (2h - 1, hd) and (2w - 1, hd) learned tables.
         size: (h, w), the query and key grid (SAM's attention is square: keys = queries).
+        scratch: memory to write the mask into (inference only), else a new tensor.
 
     Returns:
         (B, nh, h * w, h * w): ``bias[b, n, (qy, qx), (ky, kx)] = q . Rh[qy, ky] + q . Rw[qx, kx]``.
@@ -79,10 +89,39 @@ def rel_pos_bias(
     r_q = q.reshape(B * nh, h, w, hd)  # (B*nh, h, w, hd)
     Rh = rel_pos_table(h, h, rel_pos_h).to(q.dtype)  # (h, kh, hd)
     Rw = rel_pos_table(w, w, rel_pos_w).to(q.dtype)  # (w, kw, hd)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh)  # (B*nh, h, w, kh)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw)  # (B*nh, h, w, kw)
-    bias = rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)  # (B*nh, h, w, kh, kw)
-    return bias.reshape(B, nh, N, h * w)
+    # einsum may hand back permuted strides; the sum below inherits them, and the big
+    # (N x N) mask would then need a second copy to be flattened, so make the small terms
+    # contiguous first
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh).contiguous()  # (B*nh, h, w, kh)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw).contiguous()  # (B*nh, h, w, kw)
+    shape = (B * nh, h, w, h, w)
+    if scratch is not None and not (torch.is_grad_enabled() and q.requires_grad):
+        out = scratch.take(shape, q)
+        torch.add(rel_h.unsqueeze(-1), rel_w.unsqueeze(-2), out=out)  # (B*nh, h, w, kh, kw)
+    else:
+        out = rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)  # (B*nh, h, w, kh, kw)
+    return out.view(B, nh, N, h * w)
+
+
+class MaskScratch:
+    """One piece of memory reused for the attention masks of one encoder pass.
+
+    A global block's mask is 12 x 4096 x 4096 floats (805 MB for vit_b). Freshly allocated,
+    the OS has to fault in and zero every page first, which costs more than filling it; the
+    encoder passes one scratch through its blocks, so that happens once per image. Used only
+    without autograd, and each mask is consumed by its block before the next one is written.
+    """
+
+    def __init__(self) -> None:
+        self._memory: torch.Tensor | None = None
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        n = math.prod(shape)
+        mem = self._memory
+        if mem is None or mem.numel() < n or mem.dtype != like.dtype or mem.device != like.device:
+            mem = self._memory = torch.empty(n, dtype=like.dtype, device=like.device)
+        return mem[:n].view(shape)
 
 
 class Attention(nn.Module):
@@ -118,8 +157,11 @@ class Attention(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid[1] - 1, head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) normalised tokens -> (B, H, W, C) attention output (before the residual)."""
+    def forward(self, x: torch.Tensor, scratch: MaskScratch | None = None) -> torch.Tensor:
+        """(B, H, W, C) normalised tokens -> (B, H, W, C) attention output (before the residual).
+
+        ``scratch``: reusable memory for the relative-position mask (see :class:`MaskScratch`).
+        """
         B, H, W, C = x.shape
         nh = self.num_heads
         hd = C // nh
@@ -130,10 +172,11 @@ class Attention(nn.Module):
             if (Hp, Wp) != (H, W):
                 # The official code pads the normalised tokens with zeros before ``qkv``, so a
                 # padding token projects to the bias alone (zero without a bias).
-                fill = self.qkv.bias if self.qkv.bias is not None else qkv.new_zeros(3 * C)
-                padded = fill.to(qkv.dtype).expand(B, Hp, Wp, 3 * C).clone()  # (B, Hp, Wp, 3C)
-                padded[:, :H, :W] = qkv
-                qkv = padded
+                qkv = F.pad(qkv, (0, 0, 0, Wp - W, 0, Hp - H))  # (B, Hp, Wp, 3C)
+                if self.qkv.bias is not None:
+                    fill = self.qkv.bias.to(qkv.dtype)
+                    qkv[:, H:] = fill
+                    qkv[:, :H, W:] = fill
             nY, nX = Hp // ws, Wp // ws
             qkv = qkv.view(B, nY, ws, nX, ws, 3, nh, hd)
             qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7)  # (3, B, nY, nX, nh, ws, ws, hd)
@@ -144,14 +187,17 @@ class Attention(nn.Module):
             q, k, v = qkv.unbind(0)  # each (B, nh, HW, hd)
             grid = (H, W)
 
-        mask = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, grid) if self.use_rel_pos else None
+        mask = None
+        if self.use_rel_pos:
+            mask = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, grid, scratch)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (Bw, nh, N, hd)
 
         if ws > 0:
             out = out.view(B, nY, nX, nh, ws, ws, hd).permute(0, 1, 4, 2, 5, 3, 6)
-            out = out.reshape(B, Hp, Wp, C)[:, :H, :W]  # (B, H, W, C), padding dropped
-        else:
-            out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
+            out = out.reshape(B, Hp, Wp, C)  # (B, Hp, Wp, C), one copy
+            # projecting the padding too is cheaper than copying the cropped map for the matmul
+            return self.proj(out)[:, :H, :W]  # (B, H, W, C), a view
+        out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj(out)
 
 
@@ -184,9 +230,9 @@ class Block(nn.Module):
         self.mlp = MLPBlock(embedding_dim=dim, mlp_dim=int(dim * mlp_ratio))
         self.window_size = window_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scratch: MaskScratch | None = None) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
-        x = x + self.attn(self.norm1(x))
+        x = x + self.attn(self.norm1(x), scratch)
         return x + self.mlp(self.norm2(x))
 
 
@@ -244,6 +290,7 @@ class ImageEncoderViT(nn.Module):
         x = self.patch_embed(x)  # (B, g, g, C)
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        scratch = MaskScratch()  # freed when this pass ends
         for block in self.blocks:
-            x = block(x)  # (B, g, g, C)
+            x = block(x, scratch)  # (B, g, g, C)
         return self.neck(x.permute(0, 3, 1, 2))  # (B, out_chans, g, g)

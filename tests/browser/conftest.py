@@ -57,8 +57,29 @@ def chromium():
         browser.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"_harness_{report.when}_failed", report.failed)
+    return report
+
+
 @pytest.fixture
-def lab(lab_server, chromium):
-    """A fresh browser context on the session's JupyterLab; kernels shut down afterwards."""
+def lab(request, lab_server, chromium, tmp_path):
+    """A fresh browser context on the session's JupyterLab; kernels shut down afterwards.
+
+    When the test fails, its teardown output (shown by pytest) has the browser console, the
+    server log tail and screenshots of every page (saved in the test's tmp_path).
+    """
     with Lab(lab_server, browser=chromium) as lab:
         yield lab
+        if getattr(request.node, "_harness_call_failed", False):
+            for i, page in enumerate(lab.pages):
+                path = tmp_path / f"page{i}.png"
+                try:
+                    page.screenshot(path=str(path), full_page=True)
+                    print(f"screenshot: {path}")
+                except Exception as exc:  # a crashed page must not hide the test's failure
+                    print(f"screenshot of page {i} failed: {exc}")
+            print("--- browser console ---", *lab.console[-80:], sep="\n")
+            print("--- server log (tail) ---", lab_server.log_tail(80), sep="\n")

@@ -9,7 +9,7 @@ captured to a file; `Lab` adds Playwright's Chromium (Debian's, see `chromium_pa
         nb = lab.new_notebook()
         cell = nb.run_cell("w = MyWidget(); w")
         cell.output.locator("button").click()
-        assert nb.value("w.clicks") == 1
+        nb.wait_until("w.clicks == 1")  # the view updates before the kernel hears of it
 
 Everything the browser does goes through JupyterLab's own application object (exposed with
 ``--LabApp.expose_app_in_browser``), so cells run exactly as a user's Shift+Enter runs them.
@@ -229,22 +229,24 @@ class JupyterLabServer:
         deadline = time.monotonic() + timeout_s()
         while True:
             if self._proc.poll() is not None:
-                raise HarnessError(
-                    f"jupyter lab exited with {self._proc.returncode} during start-up:\n"
-                    + self.log_tail()
-                )
+                message = f"jupyter lab exited with {self._proc.returncode} during start-up"
+                break
             try:
                 self.api("GET", "/api/status")
                 return self
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() > deadline:
-                self.stop()
-                raise HarnessError("jupyter lab did not answer in time:\n" + self.log_tail())
+                message = "jupyter lab did not answer in time"
+                break
             time.sleep(0.2)
+        self.stop()
+        tail = self.log_tail()
+        self.cleanup()  # nothing of a failed start stays behind; its log is in the error
+        raise HarnessError(f"{message}:\n{tail}")
 
     def stop(self) -> None:
-        """Stop the server (SIGINT twice, Jupyter's clean shutdown; SIGKILL as a last resort)."""
+        """Stop the server: Jupyter's own /api/shutdown, then SIGTERM, then SIGKILL."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError, urllib.error.URLError):
@@ -542,9 +544,38 @@ class Notebook:
         return outputs_text(outputs)
 
     def value(self, expr: str) -> Any:
-        """The value of Python expression `expr` in the kernel, through JSON (e.g. w.points)."""
-        code = f"import json as __harness_json\nprint(__harness_json.dumps({expr}, default=repr))"
-        return json.loads(self.execute(code))
+        """The value of Python expression `expr` in the kernel, through JSON (e.g. w.points).
+
+        Values JSON cannot hold come back as their repr(); numpy arrays as nested lists.
+        """
+        marker = "__harness_value__"
+        code = (
+            "import json as __harness_json\n"
+            "def __harness_default(o):\n"
+            "    return o.tolist() if hasattr(o, 'tolist') else repr(o)\n"
+            f"print({marker!r} + __harness_json.dumps(({expr}), default=__harness_default))"
+        )
+        for line in reversed(self.execute(code).splitlines()):
+            if line.startswith(marker):
+                return json.loads(line[len(marker) :])
+        raise HarnessError(f"no value printed for {expr!r}")
+
+    def wait_until(self, expr: str, *, poll_s: float = 0.1) -> Any:
+        """Poll Python expression `expr` in the kernel until it is truthy; its value.
+
+        Use it after acting in the browser: a widget view shows its own change at once, while
+        the kernel hears of it later (ipywidgets sends one state update at a time).
+
+        Gives up (HarnessError) after the harness timeout; a hang guard, not a time limit.
+        """
+        deadline = time.monotonic() + timeout_s()
+        while True:
+            value = self.value(expr)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{expr!r} still falsy ({value!r}) after {timeout_s()} s")
+            time.sleep(poll_s)
 
     def cell_locator(self, index: int):
         """Playwright locator of cell `index` (negative counts from the end) in this page."""
@@ -563,7 +594,18 @@ class Notebook:
         )
 
     def reload(self) -> None:
-        """Reload the browser page and wait until the notebook and its kernel are ready again."""
+        """Reload the browser page and wait until the notebook and its kernel are ready again.
+
+        Unsaved changes are discarded as "Leave page" would (marked clean first, so JupyterLab
+        raises no beforeunload dialog); the kernel and its widgets live on.
+        """
+        self.page.evaluate(
+            """() => {
+              for (const w of window.jupyterapp.shell.widgets('main')) {
+                if (w.context && w.context.model) w.context.model.dirty = false;
+              }
+            }"""
+        )
         self.page.reload()
         self.wait_ready()
 
@@ -606,6 +648,7 @@ class Lab:
             page = self.context.new_page()
             page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
             page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
+            page.on("dialog", self._on_dialog)
             self.pages.append(page)
         workspace = f"harness{os.getpid()}x{next(self._workspaces)}"
         page.goto(
@@ -613,6 +656,10 @@ class Lab:
             f"?reset&token={self.server.token}"
         )
         return Notebook(self, page, path)
+
+    def _on_dialog(self, dialog) -> None:
+        self.console.append(f"dialog: {dialog.type}")
+        _answer_dialog(dialog)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -630,6 +677,14 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _answer_dialog(dialog) -> None:
+    """Leave the page when JupyterLab asks about unsaved changes (reloads); dismiss the rest."""
+    if dialog.type == "beforeunload":
+        dialog.accept()
+    else:
+        dialog.dismiss()
 
 
 def launch_chromium(playwright):

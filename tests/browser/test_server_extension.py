@@ -24,7 +24,7 @@ def _click_twice(lab: Lab) -> None:
     button.click()
     button.click()
     cell.output.locator("button.harness-clicker", has_text="clicks: 2").wait_for()
-    assert nb.value("w.clicks") == 2
+    assert nb.wait_until("w.clicks == 2") is True
 
 
 def test_installed_config_loads_it_and_the_live_socket_has_nodelay(chromium):

@@ -35,7 +35,8 @@ def test_anywidget_click_reaches_python(lab):
     button.page.wait_for_function(
         "() => document.querySelector('button.harness-clicker').textContent === 'clicks: 2'"
     )
-    assert nb.value("w.clicks") == 2
+    # the button shows its own state at once; the kernel hears of it a moment later
+    assert nb.wait_until("w.clicks == 2") is True
     # Python -> browser
     nb.execute("w.clicks = 10")
     button.page.locator("button.harness-clicker", has_text="clicks: 10").wait_for()
@@ -50,7 +51,7 @@ def test_two_notebooks_and_reload(lab):
     second_button = second.cell_locator(-1).locator("button.harness-clicker")
     second_button.click()
     second.page.locator("button.harness-clicker", has_text="clicks: 101").wait_for()
-    assert second.value("w.clicks") == 101
+    assert second.wait_until("w.clicks == 101") is True
     assert first.value("w.clicks") == 0  # separate kernels
     first_button.click()
     first.page.locator("button.harness-clicker", has_text="clicks: 1").wait_for()
@@ -60,8 +61,14 @@ def test_two_notebooks_and_reload(lab):
     again_button = again.cell_locator(0).locator("button.harness-clicker")
     again_button.click()
     again.page.locator("button.harness-clicker", has_text="clicks: 2").wait_for()
-    assert first.value("w.clicks") == 2
+    assert first.wait_until("w.clicks == 2") is True
     # Reloading the page reconnects to the same kernel.
     first.reload()
     assert first.value("w.clicks") == 2
     first.cell_locator(0).locator("button.harness-clicker", has_text="clicks: 2").wait_for()
+    # Reloading with unsaved changes (JupyterLab asks before leaving) keeps the kernel too.
+    second.run_cell("y = 5")
+    second.reload()
+    assert second.value("(w.clicks, y)") == [101, 5]
+    assert not [line for line in lab.console if line.startswith("dialog:")]
+    assert first.wait_until("w.clicks == 2") is True

@@ -1,0 +1,102 @@
+"""Benchmark: one click -> three full-size masks, ours vs the official SamPredictor.
+
+Same process, same random vit_b weights, same image embedding (encoded once by our Predictor
+and handed to the official predictor, so only ``predict`` is timed). Prints the median time of
+each, their ratio (target: ours <= 0.5x official) and how well the masks agree.
+
+    PYTHONPATH=. python benchmarks/bench_predict.py [--height 1200 --width 1800 --repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from sam_widget.predictor import Predictor
+
+
+def build_model(variant: str) -> torch.nn.Module:
+    try:
+        from sam_widget.models import build_sam
+    except ImportError:  # our models have not landed: the official architecture, same weights
+        from segment_anything import sam_model_registry
+
+        return sam_model_registry[variant]().eval()
+    return build_sam(variant).eval()
+
+
+def official_model(variant: str, state_dict: dict) -> torch.nn.Module:
+    from segment_anything import sam_model_registry
+
+    model = sam_model_registry[variant]().eval()
+    model.load_state_dict(state_dict)
+    return model
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    fn()  # warm-up
+    times, out = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="vit_b")
+    parser.add_argument("--height", type=int, default=1200)
+    parser.add_argument("--width", type=int, default=1800)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    from segment_anything import SamPredictor
+
+    torch.manual_seed(0)
+    ours_model = build_model(args.variant)
+    with torch.no_grad():  # exercise the zero-initialised tables too
+        for name, p in ours_model.named_parameters():
+            if "rel_pos" in name or "pos_embed" in name:
+                p.normal_(0, 0.5)
+    ref_model = official_model(args.variant, ours_model.state_dict())
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: args.height, : args.width]
+    image = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    image[args.height // 4 : args.height // 2, args.width // 4 : args.width // 2] = 200
+    image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+
+    ours = Predictor(ours_model, device="cpu")
+    start = time.perf_counter()
+    ours.set_image(image)
+    encoded = time.perf_counter() - start
+    print(f"(image {args.height}x{args.width}, encoded once in {encoded:.1f} s)")
+    ref = SamPredictor(ref_model)
+    ref.original_size = ours.image_shape
+    ref.input_size = ours.input_size
+    ref.features = ours.embedding[None].float()
+    ref.is_image_set = True
+
+    point = np.array([[args.width * 0.4, args.height * 0.4]])
+    label = np.array([1])
+    t_ref, (masks_ref, scores_ref, _) = timed(lambda: ref.predict(point, label), args.repeat)
+    t_ours, pred = timed(lambda: ours.predict(point, label).masks, args.repeat)
+    pred = ours.predict(point, label)
+    agree = (pred.masks == masks_ref).mean()
+    print(f"official SamPredictor.predict: {t_ref * 1e3:8.1f} ms")
+    print(f"sam_widget Predictor.predict:  {t_ours * 1e3:8.1f} ms   (3 masks {pred.masks.shape})")
+    print(f"ratio ours/official: {t_ours / t_ref:.2f}x   (target <= 0.5x)")
+    print(
+        f"masks agree on {agree * 100:.4f}% of pixels; "
+        f"max score diff {np.abs(pred.scores - scores_ref).max():.1e}"
+    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (a shared machine)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The ``sam-widget`` command: ``demo`` opens JupyterLab on the quick start, ``segment`` is SAM
+(or the weights-free engine) for scripts.
+
+    sam-widget demo [--port N] [--no-browser] [--dir DIR]
+    sam-widget segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] [--model auto]
+                       --out mask.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+QUICKSTART = "quickstart.ipynb"
+
+# The quick start's cells: notebooks/quickstart.ipynb holds the same cells (a test checks),
+# so an installed wheel, which does not ship notebooks/, can write its own copy.
+QUICKSTART_CELLS: list[tuple[str, str]] = [
+    (
+        "markdown",
+        "# sam-widget quick start\n"
+        "\n"
+        "Click on the photo to segment what is under the pointer: left click adds a "
+        "foreground point, right click (or shift-click) a background point, dragging draws a "
+        "box. The three tabs are SAM's three guesses, from a part to the whole; keep one with "
+        "**Add object**. The status line says which model is answering: without SAM's weights "
+        "it is the weights-free `classic` engine (see the warning for how to get SAM).",
+    ),
+    (
+        "code",
+        "import sam_widget as sw\n"
+        "from matplotlib import cbook\n"
+        "\n"
+        'photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # a sample photo\n'
+        'w = sw.SamWidget(photo)  # SAM vit_b if its weights are here, else "classic"\n'
+        "w",
+    ),
+    (
+        "markdown",
+        "Everything you click is in Python: `w.points`, `w.box`, `w.masks` (candidates, "
+        "`bool` arrays of the photo's size), `w.mask` (the selected one), `w.objects` and "
+        "`w.to_coco()`.",
+    ),
+    ("code", "w.status, w.points, w.scores"),
+]
+
+
+def quickstart_notebook() -> dict:
+    """The quick-start notebook as nbformat-4 JSON (no outputs)."""
+    cells = []
+    for i, (kind, source) in enumerate(QUICKSTART_CELLS):
+        lines = source.splitlines(keepends=True)  # as Jupyter saves it: one string per line
+        cell: dict = {"cell_type": kind, "id": f"quickstart-{i}", "metadata": {}, "source": lines}
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        cells.append(cell)
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def find_notebooks_dir() -> Path | None:
+    """``notebooks/`` of a source checkout holding this package, or None (a wheel install)."""
+    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    return folder if (folder / QUICKSTART).is_file() else None
+
+
+def prepare_demo_dir(directory: Path | None) -> tuple[Path, str]:
+    """The folder JupyterLab serves and what happened to the quick start, as a sentence.
+
+    ``directory`` None means the checkout's ``notebooks/`` or, for an installed package,
+    ``./sam-widget-demo``. A quick start is written there only if none exists (never
+    overwriting a user's edits).
+    """
+    if directory is None:
+        found = find_notebooks_dir()
+        if found is not None:
+            return found, f"using {found / QUICKSTART} from the source checkout"
+        directory = Path.cwd() / "sam-widget-demo"
+    directory = directory.expanduser().resolve()
+    target = directory / QUICKSTART
+    if target.exists():
+        return directory, f"using the existing {target}"
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(quickstart_notebook(), indent=1) + "\n", encoding="utf-8")
+    return directory, f"wrote {target}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[str]:
+    """The JupyterLab command line that serves ``root`` on loopback and opens the quick start."""
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+    ]
+    if not open_browser:
+        command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers, Colab-like machines
+        command.append("--allow-root")
+    command.append(str(root / QUICKSTART))  # the file JupyterLab opens (a path, not a URL)
+    return command
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        print(
+            "sam-widget demo needs JupyterLab: pip install jupyterlab (then run it again)",
+            file=sys.stderr,
+        )
+        return 1
+    root, what = prepare_demo_dir(args.dir)
+    port = args.port or _free_port()
+    token = secrets.token_hex(16)
+    print(f"sam-widget demo: {what}", flush=True)
+    print(
+        f"sam-widget demo: JupyterLab at http://127.0.0.1:{port}/lab/tree/{QUICKSTART}"
+        f"?token={token}  (Ctrl-C stops it)",
+        flush=True,
+    )
+    env = dict(os.environ)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():  # a checkout: let the kernel import it too
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
+    process = subprocess.Popen(demo_command(port, root, token, not args.no_browser), env=env)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- segment ---------------------------------------------------------------------------------
+
+
+def _point(text: str) -> tuple[float, float, int]:
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            return float(parts[0]), float(parts[1]), 1
+        if len(parts) == 3 and parts[2].strip() in ("0", "1"):
+            return float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not X,Y or X,Y,LABEL (pixels; LABEL 1 foreground, 0 background)"
+    )
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X0,Y0,X1,Y1 (pixels)") from None
+    return x0, y0, x1, y1
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .engines import resolve_engine
+    from .images import to_rgb
+
+    if not args.point and args.box is None:
+        args.parser.error("segment needs at least one --point or a --box")
+    started = time.perf_counter()
+    image = to_rgb(args.image)
+    engine = resolve_engine(args.model, device=args.device)
+    engine.set_image(image)
+    encoded = time.perf_counter()
+    points = [(x, y) for x, y, _ in args.point] or None
+    labels = [label for _, _, label in args.point] or None
+    prediction = engine.predict(points=points, labels=labels, box=args.box, multimask=True)
+    index = prediction.best if args.candidate == "best" else int(args.candidate)
+    mask = prediction.masks[index]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(out)
+    done = time.perf_counter()
+
+    h, w = mask.shape
+    prompts = [f"{len(args.point)} point(s)"] if args.point else []
+    if args.box is not None:
+        prompts.append("box " + ",".join(f"{v:g}" for v in args.box))
+    scores = ", ".join(f"{s:.2f}" for s in np.asarray(prediction.scores).ravel())
+    print(f"image     {args.image} ({w}x{h})")
+    print(f"engine    {engine.name} on {engine.device}")
+    print(f"prompts   {' + '.join(prompts)}")
+    print(f"candidate {index} of {len(prediction.scores)} (scores {scores})")
+    print(f"mask      {int(mask.sum()):,} pixels ({mask.mean():.1%} of the image) -> {out}")
+    print(f"time      {encoded - started:.2f} s image, {done - encoded:.2f} s prompt")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sam-widget",
+        description="Segment Anything in notebooks: an interactive demo and a command for scripts.",
+    )
+    parser.add_argument("--version", action="version", version=f"sam-widget {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="open JupyterLab on the quick-start notebook")
+    demo.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder to serve; a quick start is written there if it has none "
+        "(default: notebooks/ of a source checkout, else ./sam-widget-demo)",
+    )
+    demo.set_defaults(run=run_demo)
+
+    seg = commands.add_parser(
+        "segment",
+        help="segment an image from points and/or a box and save the mask as a PNG",
+        description="Segment IMAGE from prompts and write the chosen mask as a black and white "
+        "PNG of the image's size.",
+    )
+    seg.add_argument("image", help="image file (any format Pillow reads)")
+    seg.add_argument(
+        "--point",
+        type=_point,
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="a prompt point in pixels; LABEL 1 = foreground (default), 0 = background; repeat",
+    )
+    seg.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a prompt box in pixels")
+    seg.add_argument(
+        "--model",
+        default="auto",
+        help="auto (SAM vit_b if its weights are available, else classic), vit_b, vit_l, vit_h, "
+        "mobile_sam or classic (default: auto)",
+    )
+    seg.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
+    seg.add_argument(
+        "--candidate",
+        choices=["best", "0", "1", "2"],
+        default="best",
+        help="which of the three candidates (fine to coarse) to save (default: best score)",
+    )
+    seg.add_argument("--out", required=True, help="where to write the mask PNG")
+    seg.set_defaults(run=run_segment, parser=seg)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, OSError, RuntimeError) as err:  # bad image, prompts, weights: say why
+        print(f"sam-widget {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The ``sam-widget`` command: ``segment`` end to end with the weights-free engine, and ``demo``
+started for real (JupyterLab on a loopback port, no browser), checked to serve the quick
+start, then stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sam_widget import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A JPEG-free PNG: a red disk and a blue square on a noisy green background."""
+    rng = np.random.default_rng(3)
+    h, w = 200, 260
+    yy, xx = np.mgrid[0:h, 0:w]
+    disk = np.hypot(xx - 70, yy - 90) <= 40
+    square = (xx >= 150) & (xx < 220) & (yy >= 60) & (yy < 130)
+    image = np.stack([70 + 0 * xx, 130 + 0 * xx, 60 + 0 * xx], -1) + rng.normal(0, 10, (h, w, 3))
+    image[disk] = (210, 50, 40)
+    image[square] = (40, 50, 200)
+    path = tmp_path_factory.mktemp("img") / "shapes.png"
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+    return path, disk, square
+
+
+def read_mask(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path)) > 127
+
+
+def test_segment_a_point_writes_the_mask_and_says_what_it_did(photo, tmp_path, capsys):
+    path, disk, _ = photo
+    out = tmp_path / "out" / "disk.png"
+    argv = ["segment", str(path), "--point", "70,90", "--model", "classic", "--out", str(out)]
+    assert cli.main(argv) == 0
+    mask = read_mask(out)
+    assert mask.shape == disk.shape
+    assert iou(mask, disk) >= 0.9
+    printed = capsys.readouterr().out
+    assert "engine    classic on cpu" in printed
+    assert "1 point(s)" in printed
+    assert str(out) in printed
+    assert f"{int(mask.sum()):,} pixels" in printed
+
+
+def test_segment_a_box_and_a_negative_point(photo, tmp_path, capsys):
+    path, _, square = photo
+    out = tmp_path / "square.png"
+    argv = ["segment", str(path), "--box", "145,55,225,135", "--point", "70,90,0"]
+    assert cli.main([*argv, "--model", "classic", "--out", str(out)]) == 0
+    mask = read_mask(out)
+    assert iou(mask, square) >= 0.9
+    assert not mask[90, 70]
+    assert "box 145,55,225,135" in capsys.readouterr().out
+
+
+def test_segment_chooses_a_candidate(photo, tmp_path):
+    path = photo[0]
+    sizes = []
+    for candidate in ("0", "2"):
+        out = tmp_path / f"c{candidate}.png"
+        argv = ["segment", str(path), "--point", "70,90", "--candidate", candidate]
+        assert cli.main([*argv, "--model", "classic", "--out", str(out)]) == 0
+        sizes.append(read_mask(out).sum())
+    assert sizes[0] <= sizes[1]  # candidates go from fine to coarse
+
+
+def test_the_console_script_runs_as_a_program(photo, tmp_path):
+    path, disk, _ = photo
+    out = tmp_path / "disk.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "sam_widget.cli", "segment", str(path), "--point", "70,90",
+         "--model", "classic", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert run.returncode == 0, run.stderr
+    assert iou(read_mask(out), disk) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--point", "1;2"], "is not X,Y or X,Y,LABEL"),
+        (["--point", "1,2,5"], "is not X,Y or X,Y,LABEL"),
+        (["--box", "1,2,3"], "is not X0,Y0,X1,Y1"),
+        ([], "needs at least one --point or a --box"),
+    ],
+)
+def test_segment_usage_errors_exit_2_with_a_message(photo, tmp_path, capsys, extra, message):
+    out = str(tmp_path / "m.png")
+    argv = ["segment", str(photo[0]), *extra, "--model", "classic", "--out", out]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_segment_runtime_errors_exit_1_with_a_message(photo, tmp_path, capsys):
+    argv = ["segment", str(photo[0]), "--point", "9999,10", "--model", "classic"]
+    assert cli.main([*argv, "--out", str(tmp_path / "m.png")]) == 1
+    assert "outside the 260x200 image" in capsys.readouterr().err
+    missing = ["segment", str(tmp_path / "nope.png"), "--point", "1,1", "--model", "classic"]
+    assert cli.main([*missing, "--out", str(tmp_path / "m.png")]) == 1
+    assert "nope.png" in capsys.readouterr().err
+
+
+def test_the_committed_quickstart_is_the_one_the_demo_writes():
+    committed = json.loads((REPO / "notebooks" / cli.QUICKSTART).read_text())
+    assert committed == cli.quickstart_notebook()
+    assert all(not c.get("outputs") for c in committed["cells"])
+
+
+def test_prepare_demo_dir_writes_a_quickstart_once(tmp_path):
+    folder, what = cli.prepare_demo_dir(tmp_path / "demo")
+    assert what.startswith("wrote ") and (folder / cli.QUICKSTART).is_file()
+    (folder / cli.QUICKSTART).write_text("{}")  # a user's edits are never overwritten
+    _, what = cli.prepare_demo_dir(tmp_path / "demo")
+    assert what.startswith("using the existing")
+    assert (folder / cli.QUICKSTART).read_text() == "{}"
+
+
+def test_prepare_demo_dir_uses_the_checkouts_notebooks():
+    folder, what = cli.prepare_demo_dir(None)
+    assert folder == REPO / "notebooks"
+    assert "source checkout" in what
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, b""
+
+
+@pytest.mark.parametrize("where", ["checkout", "wheel"])
+def test_demo_serves_the_quickstart_and_stops(tmp_path, where):
+    port = free_port()
+    argv = [sys.executable, "-m", "sam_widget.cli", "demo", "--port", str(port), "--no-browser"]
+    if where == "wheel":  # an installed package has no notebooks/: it writes its own copy
+        argv += ["--dir", str(tmp_path / "demo")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, cwd=tmp_path)
+    log: list[str] = []
+    try:
+        url = None
+        for line in process.stdout:  # our own announcement comes first
+            log.append(line)
+            match = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/\S+\?token=\w+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url is not None, "".join(log)
+        assert int(re.search(r":(\d+)/", url).group(1)) == port
+        token = url.rsplit("token=", 1)[1]
+        api = f"http://127.0.0.1:{port}/api/contents/quickstart.ipynb?token={token}"
+        status, body = 0, b""
+        for _ in range(600):  # JupyterLab takes a while to start on a busy machine
+            if process.poll() is not None:
+                break
+            try:
+                status, body = get(api)
+                break
+            except OSError:
+                time.sleep(0.5)
+        if process.poll() is not None:
+            log.append(process.stdout.read())
+        assert status == 200, "".join(log)
+        served = json.loads(body)
+        assert served["type"] == "notebook"
+        assert served["content"]["cells"][1]["source"] == "".join(cli.QUICKSTART_CELLS[1][1])
+        lab_status, page = get(url)
+        assert lab_status == 200 and b"JupyterLab" in page
+        # without the token nothing is served
+        assert get(f"http://127.0.0.1:{port}/api/contents/quickstart.ipynb")[0] == 403
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            rest = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            rest = process.communicate()[0]
+    assert process.returncode == 0, "".join(log) + rest
+    with pytest.raises(ConnectionRefusedError):  # JupyterLab stopped with the command
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()

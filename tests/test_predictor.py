@@ -1,0 +1,285 @@
+"""Specification of `sam_widget.predictor.Predictor`: equal to the official SamPredictor.
+
+Both predictors run on the same random-weight model (see test_predictor_support.py); logits,
+scores and masks are compared for every kind of prompt. Then the cache, thread safety, device
+and precision choice, and the error messages.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from tests.test_predictor_support import synthetic_image, tiny_official_sam
+
+from sam_widget.predictor import Engine, Prediction, Predictor, select_device, select_precision
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_official_sam()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return synthetic_image()
+
+
+@pytest.fixture(scope="module")
+def pair(model, image):
+    from segment_anything import SamPredictor
+
+    official = SamPredictor(model)
+    official.set_image(image)
+    ours = Predictor(model, device="cpu")
+    ours.set_image(image)
+    return ours, official
+
+
+def assert_parity(pred: Prediction, official_out) -> None:
+    masks, scores, logits = official_out
+    rel = np.abs(pred.logits - logits).max() / logits.std()
+    assert rel <= 1e-3, f"low-res logits differ: max|diff|/std = {rel:.2e}"
+    assert np.abs(pred.scores - scores).max() <= 1e-4
+    assert pred.masks.shape == masks.shape and pred.masks.dtype == bool
+    assert (pred.masks == masks).mean() >= 0.999
+
+
+def test_embedding_equals_official(pair):
+    ours, official = pair
+    ref = official.get_image_embedding()[0]
+    assert ours.embedding.shape == (256, 64, 64) and ours.embedding.dtype == torch.float32
+    assert ((ours.embedding - ref).abs().max() / ref.std()).item() <= 1e-4
+    assert ours.image_shape == (240, 320)
+    assert ours.input_size == official.input_size
+
+
+PROMPTS = {
+    "one point": dict(points=[[150.0, 100.0]], labels=[1]),
+    "fg+bg points": dict(points=[[150.0, 100.0], [40.0, 200.0], [300, 20]], labels=[1, 0, 0]),
+    "box": dict(box=[60.0, 50.0, 200.0, 190.0]),
+    "box+points": dict(points=[[120.0, 110.0], [70, 60]], labels=[1, 0], box=[60, 50, 200, 190]),
+}
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("prompt", PROMPTS, ids=list(PROMPTS))
+def test_prompts_match_official(pair, prompt, multimask):
+    ours, official = pair
+    kw = PROMPTS[prompt]
+    pred = ours.predict(**kw, multimask=multimask)
+    out = official.predict(
+        point_coords=None if "points" not in kw else np.array(kw["points"], dtype=float),
+        point_labels=None if "labels" not in kw else np.array(kw["labels"]),
+        box=None if "box" not in kw else np.array(kw["box"], dtype=float),
+        multimask_output=multimask,
+    )
+    n = 3 if multimask else 1
+    assert pred.scores.shape == (n,) and pred.logits.shape == (n, 256, 256)
+    assert_parity(pred, out)
+
+
+def test_mask_input_fed_back_matches_official(pair):
+    ours, official = pair
+    first = ours.predict(points=[[150, 100]], labels=[1])
+    _, _, ref_logits = official.predict(np.array([[150.0, 100.0]]), np.array([1]))
+    best = int(np.argmax(first.scores))
+    pred = ours.predict(
+        points=[[150, 100], [60, 200]], labels=[1, 0], mask_input=first.logits[best][None]
+    )
+    out = official.predict(
+        np.array([[150.0, 100.0], [60.0, 200.0]]),
+        np.array([1, 0]),
+        mask_input=ref_logits[best][None],
+    )
+    assert_parity(pred, out)
+
+
+def test_several_boxes_give_one_mask_set_each(pair):
+    ours, official = pair
+    boxes = np.array([[10, 10, 100, 120], [60, 50, 200, 190], [150, 30, 310, 230]], dtype=float)
+    pred = ours.predict(box=boxes, multimask=False)
+    assert pred.scores.shape == (3, 1) and pred.masks.shape == (3, 1, 240, 320)
+    boxes_t = official.transform.apply_boxes_torch(torch.as_tensor(boxes), (240, 320))
+    masks, scores, logits = official.predict_torch(None, None, boxes_t, multimask_output=False)
+    for i, box in enumerate(boxes):  # and each agrees with asking for that box alone
+        single = official.predict(box=box, multimask_output=False)
+        assert_parity(
+            Prediction(pred.scores[i], pred.logits[i], (240, 320), lambda s, i=i: pred.masks[i]),
+            single,
+        )
+    assert np.abs(pred.scores - scores.numpy()).max() <= 1e-4
+    assert (pred.masks == masks.numpy()).mean() >= 0.999
+
+
+def test_masks_at_any_size(pair, model):
+    """masks_at(h, w) is the official postprocessing with (h, w) as the output size."""
+    ours, official = pair
+    pred = ours.predict(points=[[150, 100]], labels=[1])
+    small = pred.masks_at(60, 80)
+    assert small.shape == (3, 60, 80) and small.dtype == bool
+    with torch.no_grad():
+        logits = torch.as_tensor(pred.logits)[None]
+        ref = model.postprocess_masks(logits, official.input_size, (60, 80))[0] > 0
+    assert (small == ref.numpy()).mean() >= 0.999
+    full = pred.masks
+    assert pred.masks_at(240, 320) is full  # the full size is computed once
+
+
+def test_engine_interface(pair):
+    ours, _ = pair
+    assert isinstance(ours, Engine)
+    assert ours.name == "sam"  # the official tiny model is no known variant
+    assert ours.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(points=[[np.nan, 3.0]], labels=[1]), "NaN"),
+        (dict(points=[[1.0, 2.0, 3.0]], labels=[1]), "shape"),
+        (dict(points=[[1.0, 2.0]]), "labels are required"),
+        (dict(points=[[1.0, 2.0]], labels=[2]), "1 \\(foreground\\) or 0"),
+        (dict(points=[[1.0, 2.0]], labels=[1, 0]), "one entry per point"),
+        (dict(box=[50, 50, 10, 80]), "inverted"),
+        (dict(box=[1, 2, 3]), "box must be"),
+        (dict(box=[0, 0, np.inf, 5]), "NaN or infinite"),
+        (dict(points=[[1.0, 2.0]], labels=[1], mask_input=np.zeros((64, 64))), "mask_input"),
+        (dict(), "at least one prompt"),
+    ],
+)
+def test_bad_prompts_say_what_is_wrong(pair, kwargs, message):
+    ours, _ = pair
+    with pytest.raises(ValueError, match=message):
+        ours.predict(**kwargs)
+
+
+def test_predict_before_set_image(model):
+    p = Predictor(model, device="cpu")
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.predict(points=[[1, 1]], labels=[1])
+    with pytest.raises(RuntimeError, match="set_image"):
+        _ = p.embedding
+    assert p.image_shape is None
+
+
+def test_not_a_model_is_refused():
+    with pytest.raises(TypeError, match="SAM model"):
+        Predictor(torch.nn.Linear(2, 2))
+
+
+class EncoderCalls:
+    def __init__(self, model):
+        self.count = 0
+        self.handle = model.image_encoder.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.count += 1
+
+
+def test_cache_skips_the_encoder_for_seen_content(model, image):
+    p = Predictor(model, device="cpu")
+    calls = EncoderCalls(model)
+    try:
+        p.set_image(image)
+        embedding = p.embedding.clone()
+        p.set_image(image[:, ::-1])  # another image
+        p.set_image(image.copy())  # same content, another array
+        assert calls.count == 2
+        assert torch.equal(p.embedding, embedding)
+        assert p.cache_info["hits"] == 1 and p.cache_info["entries"] == 2
+    finally:
+        calls.handle.remove()
+
+
+def test_cache_is_lru_bounded_in_bytes(model, image):
+    one = 256 * 64 * 64 * 4  # a float32 embedding
+    p = Predictor(model, device="cpu", cache_bytes=2 * one)
+    a, b, c = image, image[::-1].copy(), image[:, ::-1].copy()
+    calls = EncoderCalls(model)
+    try:
+        p.set_image(a)
+        p.set_image(b)
+        p.set_image(a)  # a is now the most recently used
+        p.set_image(c)  # evicts b
+        assert calls.count == 3 and p.cache_info["bytes"] == 2 * one
+        p.set_image(a)
+        assert calls.count == 3
+        p.set_image(b)
+        assert calls.count == 4
+    finally:
+        calls.handle.remove()
+    uncached = Predictor(model, device="cpu", cache_bytes=0)
+    uncached.set_image(a)
+    assert uncached.cache_info["entries"] == 0
+
+
+def test_background_set_image_while_predicting(model, image):
+    """Each prediction is wholly for one image: never a mix, never an error."""
+    other = synthetic_image(seed=1)
+    p = Predictor(model, device="cpu", cache_bytes=0)  # every set_image really encodes
+    point = dict(points=[[150, 100]], labels=[1])
+    p.set_image(other)
+    expected_other = p.predict(**point).scores
+    p.set_image(image)
+    expected_image = p.predict(**point).scores
+    errors = []
+
+    def background():
+        try:
+            for im in (other, image, other):
+                p.set_image(im)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    seen = []
+    while thread.is_alive() or not seen:
+        pred = p.predict(**point)
+        seen.append(pred.scores)
+        assert pred.masks.shape == (3, 240, 320)
+    thread.join()
+    assert not errors
+    for scores in seen:
+        assert np.allclose(scores, expected_other, atol=1e-6) or np.allclose(
+            scores, expected_image, atol=1e-6
+        )
+    assert np.allclose(p.predict(**point).scores, expected_other, atol=1e-6)
+
+
+def test_device_choice(monkeypatch):
+    assert select_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device() == torch.device("cuda")
+    assert select_device("cpu") == torch.device("cpu")  # an explicit choice wins
+
+
+def test_precision_choice():
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert select_precision("auto", cpu) == torch.float32
+    assert select_precision("auto", mps) == torch.float32
+    assert select_precision("auto", cuda) == torch.float16
+    assert select_precision("bfloat16", cpu) == torch.bfloat16
+    assert select_precision("float32", cuda) == torch.float32
+    with pytest.raises(ValueError, match="bfloat16"):
+        select_precision("float16", cpu)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        select_precision("int8", cpu)
+
+
+def test_bfloat16_encoder_masks_agree_with_float32(model, image, pair):
+    ours, _ = pair
+    reduced = Predictor(model, device="cpu", precision="bfloat16")
+    reduced.set_image(image)
+    assert reduced.embedding.dtype == torch.bfloat16
+    for kw in PROMPTS.values():
+        full, half = ours.predict(**kw), reduced.predict(**kw)
+        assert (full.masks == half.masks).mean() >= 0.99
