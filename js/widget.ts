@@ -302,7 +302,10 @@ export default {
 
   render({ model, el }: { model: AnyModel; el: HTMLElement }) {
     const session = sessionFor(model);
-    const root = h("div", { class: "sam-widget", tabindex: "0", "aria-label": "Segment Anything: click the image to segment" });
+    const root = h("div", {
+      class: "sam-widget", tabindex: "0", "aria-label": "Segment Anything: click the image to segment",
+      "data-jp-suppress-context-menu": "",
+    });
     root.append(h("style", {}, CSS));
 
     const stage = h("div", { class: "sam-stage" });
@@ -582,7 +585,11 @@ export default {
       session.hover.cancel();
       drawMarkers();
     };
-    const onContext = (e: Event) => e.preventDefault();
+    // right click is a background point: neither the browser's nor JupyterLab's menu
+    const onContext = (e: Event) => {
+      e.preventDefault();
+      e.stopPropagation();
+    };
     const onKey = (e: KeyboardEvent) => {
       if (e.ctrlKey || e.metaKey || e.altKey) return;
       if ((e.target as HTMLElement)?.tagName === "INPUT" && e.key !== "Escape" && e.key !== "Enter") return;

@@ -420,12 +420,18 @@ class SamWidget(anywidget.AnyWidget):
         return self
 
     def segment_everything(self, **settings: Any) -> list[dict]:
-        """Run SAM's automatic mask generator and add every mask as an object."""
+        """Run SAM's automatic mask generator (``sam_widget.automatic.MaskGenerator``, official
+        settings as keywords) and add every mask as an object; returns the new objects."""
         from .automatic import MaskGenerator
+        from .predictor import Predictor
 
         self._wait()
-        target = self._engine
-        gen = MaskGenerator(target, **settings)
+        if not isinstance(self._engine, Predictor):
+            raise ValueError(
+                f"'Everything' needs a SAM model; this widget runs {self.engine!r}. "
+                "Create it with model='vit_b' (or another SAM variant) to segment everything."
+            )
+        gen = MaskGenerator(self._engine, **settings)
         records = gen.generate(self._rgb)
         return self._add_records(records)
 

@@ -239,6 +239,16 @@ def test_hover_answers_one_request_with_the_next_clicks_mask(widget, predictor):
     assert widget.stats["hover_in_flight_max"] == 1
 
 
+def test_everything_adds_the_automatic_masks_as_objects(widget):
+    widget.add_point(110, 100)
+    widget.commit()
+    added = widget.segment_everything(points_per_side=2, pred_iou_thresh=0.0,
+                                      stability_score_thresh=0.0, box_nms_thresh=1.0)
+    assert added and [o["id"] for o in widget.objects] == [1] + [o["id"] for o in added]
+    assert all(o["mask"].shape == (240, 320) and o["visible"] for o in added)
+    assert len(widget.get_state("objects")["objects"]) == len(widget.objects)
+
+
 def test_set_image_resets_prompts_and_objects(widget):
     widget.add_point(110, 100)
     widget.commit()

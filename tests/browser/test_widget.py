@@ -80,6 +80,14 @@ def pixel(bb: dict, fx: float, fy: float, width: int, height: int) -> tuple[floa
     return cx, cy, px, py
 
 
+def click(nb, view, fx: float, fy: float, width: int = 640, height: int = 480, **kw):
+    """Click at fractions (fx, fy) of the image as it is on screen now (the notebook may have
+    scrolled since the last look); returns the image pixel (x, y) under the pointer."""
+    cx, cy, px, py = pixel(box_of(view), fx, fy, width, height)
+    nb.page.mouse.click(cx, cy, **kw)
+    return px, py
+
+
 def settled(nb, name: str = "w") -> dict:
     """Wait until the masks answer the prompts and the view acknowledged; Python's state."""
     nb.execute(f"{name}._wait()")
@@ -136,9 +144,7 @@ def resample_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 def test_left_click_is_a_foreground_point_at_the_right_pixel(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    cx, cy, px, py = pixel(bb, 0.35, 0.45, 640, 480)
-    nb.page.mouse.click(cx, cy)
+    px, py = click(nb, view, 0.35, 0.45)
     wait_for(lambda: nb.value("w.points"), "a point in Python")
     assert settled(nb)["points"] == [[px, py, 1]]
 
@@ -146,13 +152,10 @@ def test_left_click_is_a_foreground_point_at_the_right_pixel(lab):
 def test_right_click_and_shift_click_are_background_points(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    cx, cy, px, py = pixel(bb, 0.2, 0.2, 640, 480)
-    nb.page.mouse.click(cx, cy, button="right")
+    px, py = click(nb, view, 0.2, 0.2, button="right")
     wait_for(lambda: len(nb.value("w.points")) == 1, "the right click")
-    cx2, cy2, px2, py2 = pixel(bb, 0.8, 0.3, 640, 480)
     nb.page.keyboard.down("Shift")
-    nb.page.mouse.click(cx2, cy2)
+    px2, py2 = click(nb, view, 0.8, 0.3)
     nb.page.keyboard.up("Shift")
     wait_for(lambda: len(nb.value("w.points")) == 2, "the shift click")
     assert settled(nb)["points"] == [[px, py, 0], [px2, py2, 0]]
@@ -161,11 +164,9 @@ def test_right_click_and_shift_click_are_background_points(lab):
 def test_click_near_a_point_removes_it(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    cx, cy, px, py = pixel(bb, 0.5, 0.5, 640, 480)
-    nb.page.mouse.click(cx, cy)
+    px, py = click(nb, view, 0.5, 0.5)
     wait_for(lambda: nb.value("w.points") == [[px, py, 1]], "the point")
-    nb.page.mouse.click(cx + 2, cy + 1)
+    click(nb, view, 0.503, 0.502)  # a few CSS pixels away
     wait_for(lambda: nb.value("w.points") == [], "the point removed")
 
 
@@ -181,8 +182,7 @@ def test_click_after_resize_and_on_a_downscaled_large_image(lab):
     dpr = nb.page.evaluate("devicePixelRatio")
     backing = markers(view).evaluate("c => [c.width, c.height]")
     assert backing[0] == round(bb["width"] * dpr)  # HiDPI-sharp: backing store follows CSS size
-    cx, cy, px, py = pixel(bb, 0.62, 0.7, 2400, 1600)
-    nb.page.mouse.click(cx, cy)
+    px, py = click(nb, view, 0.62, 0.7, 2400, 1600)
     wait_for(lambda: nb.value("w.points"), "the point")
     assert settled(nb)["points"] == [[px, py, 1]]
     assert nb.value("list(w.mask.shape)") == [1600, 2400]  # full size when Python asks
@@ -212,9 +212,7 @@ def test_drag_draws_a_box(lab):
 def test_three_candidate_tabs_sync_both_ways(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    cx, cy, _, _ = pixel(bb, 0.35, 0.45, 640, 480)
-    nb.page.mouse.click(cx, cy)
+    click(nb, view, 0.35, 0.45)
     tabs = view.locator('[role="tablist"] [role="tab"]')
     wait_for(lambda: tabs.count() == 3, "three tabs")
     state = settled(nb)
@@ -237,9 +235,7 @@ def test_three_candidate_tabs_sync_both_ways(lab):
 def test_overlay_pixels_match_the_mask(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    cx, cy, _, _ = pixel(bb, 0.35, 0.45, 640, 480)
-    nb.page.mouse.click(cx, cy)
+    click(nb, view, 0.35, 0.45)
     state = wait_for(lambda: (s := settled(nb))["points"] and s, "the prompt")
     wait_overlay_rev(view, state["rev"])
     for selected in range(3):
@@ -259,25 +255,22 @@ def test_overlay_pixels_match_the_mask(lab):
 def test_undo_redo_clear_and_add_object(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    a = pixel(bb, 0.35, 0.45, 640, 480)
-    b = pixel(bb, 0.75, 0.72, 640, 480)
-    nb.page.mouse.click(a[0], a[1])
+    a = click(nb, view, 0.35, 0.45)
     wait_for(lambda: len(nb.value("w.points")) == 1, "first point")
-    nb.page.mouse.click(b[0], b[1])
+    b = click(nb, view, 0.75, 0.72)
     wait_for(lambda: len(nb.value("w.points")) == 2, "second point")
     two = settled(nb)
     wait_overlay_rev(view, two["rev"])
     undo = view.get_by_role("button", name="Undo")
     redo = view.get_by_role("button", name="Redo")
     undo.click()
-    wait_for(lambda: nb.value("w.points") == [[a[2], a[3], 1]], "undo in Python")
+    wait_for(lambda: nb.value("w.points") == [[a[0], a[1], 1]], "undo in Python")
     one = settled(nb)
     wait_overlay_rev(view, one["rev"])
     drawn = canvas_alpha(view)
     assert (drawn == resample_nearest(display_mask(nb), *drawn.shape)).mean() > 0.999
     redo.click()
-    wait_for(lambda: len(nb.value("w.points")) == 2, "redo in Python")
+    wait_for(lambda: nb.value("w.points") == [[a[0], a[1], 1], [b[0], b[1], 1]], "redo")
     # keyboard: z undoes, shift+z redoes (the widget has focus after the clicks)
     nb.page.keyboard.press("z")
     wait_for(lambda: len(nb.value("w.points")) == 1, "z")
@@ -306,12 +299,12 @@ def test_undo_redo_clear_and_add_object(lab):
     view.get_by_role("button", name="Delete object 1").click()
     wait_for(lambda: nb.value("w.objects") == [], "deleted in Python")
     # Esc clears, Enter adds an object
-    nb.page.mouse.click(a[0], a[1])
+    click(nb, view, 0.35, 0.45)
     wait_for(lambda: len(nb.value("w.points")) == 1, "a point")
     settled(nb)
     nb.page.keyboard.press("Enter")
     wait_for(lambda: len(nb.value("w.objects")) == 1, "Enter adds an object")
-    nb.page.mouse.click(b[0], b[1])
+    click(nb, view, 0.75, 0.72)
     wait_for(lambda: len(nb.value("w.points")) == 1, "a point")
     nb.page.keyboard.press("Escape")
     wait_for(lambda: nb.value("w.points") == [], "Esc clears")
@@ -320,9 +313,7 @@ def test_undo_redo_clear_and_add_object(lab):
 def test_reload_and_second_view_show_the_same_state(lab):
     nb = lab.new_notebook()
     view = show(nb)
-    bb = box_of(view)
-    a = pixel(bb, 0.35, 0.45, 640, 480)
-    nb.page.mouse.click(a[0], a[1])
+    a = click(nb, view, 0.35, 0.45)
     wait_for(lambda: nb.value("w.points"), "the point")
     state = settled(nb)
     nb.run_cell("w")  # display(w) twice: a second view of the same widget
@@ -332,15 +323,13 @@ def test_reload_and_second_view_show_the_same_state(lab):
     wait_overlay_rev(view, state["rev"])
     assert (canvas_alpha(second) == canvas_alpha(view)).all()
     # a prompt in the second view shows in the first
-    bb2 = box_of(second)
-    b = pixel(bb2, 0.75, 0.72, 640, 480)
-    nb.page.mouse.click(b[0], b[1])
+    b = click(nb, second, 0.75, 0.72)
     wait_for(lambda: len(nb.value("w.points")) == 2, "second view prompt")
     state = settled(nb)
     wait_overlay_rev(view, state["rev"])
     wait_overlay_rev(second, state["rev"])
     assert (canvas_alpha(second) == canvas_alpha(view)).all()
-    assert state["points"] == [[a[2], a[3], 1], [b[2], b[3], 1]]
+    assert state["points"] == [[a[0], a[1], 1], [b[0], b[1], 1]]
     nb.save()
     nb.reload()
     view = nb.page.locator(".sam-widget").first
