@@ -99,7 +99,7 @@ def measure(browser, *, extension: bool, n: int, warmup: int) -> dict[str, list[
         cell = nb.run_cell(ECHO)
         cell.output.locator(".bench-echo").wait_for()
         results = {}
-        for kind in ("send", "save_changes", "widget click"):
+        for kind in ("send", "save_changes"):
             nb.page.evaluate("([k, n]) => window.__benchRoundTrips(k, n)", [kind, warmup])
             results[kind] = nb.page.evaluate(
                 "([k, n]) => window.__benchRoundTrips(k, n)", [kind, n]
