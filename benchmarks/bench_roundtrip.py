@@ -8,6 +8,11 @@ we print p50/p95 over N round trips (default 40) per kind, for a JupyterLab star
 extension forced on and one with it forced off, in the same headless Chromium.
 
     PYTHONPATH=. python benchmarks/bench_roundtrip.py [--n 40] [--warmup 5] [--modes on,off]
+    PYTHONPATH=. python benchmarks/bench_roundtrip.py --widget [--engine "sw.ClassicPredictor()"]
+
+With --widget it also times SamWidget's click-to-overlay (left clicks on the image, each adding
+a point, until the overlay for that click is painted: the widget's own performance measure
+"sam:click-to-overlay"), by default with a random-weight SAM vit_b.
 
 Needs JupyterLab, Playwright and Chromium (SAM_WIDGET_CHROMIUM, default /usr/bin/chromium).
 """
@@ -106,11 +111,60 @@ def measure(browser, *, extension: bool, n: int, warmup: int) -> dict[str, list[
     return results
 
 
+WIDGET = """
+import numpy as np, sam_widget as sw
+yy, xx = np.mgrid[0:480, 0:640]
+img = np.zeros((480, 640, 3), np.uint8)
+img[..., 0] = 40 + xx * 60 // 640
+img[..., 2] = 90 + yy * 60 // 480
+img[(xx - 220) ** 2 + (yy - 220) ** 2 < 90 ** 2] = (220, 200, 40)
+w = sw.SamWidget(img, model=eval({engine!r}, {{"sw": sw}}))
+w
+"""
+
+_JS_CLICK_MEASURES = "() => performance.getEntriesByName('sam:click-to-overlay').length"
+
+
+def measure_widget(browser, *, extension: bool, n: int, warmup: int, engine: str) -> list[float]:
+    """SamWidget click-to-overlay times (ms), each click a new foreground point."""
+    server = JupyterLabServer(server_extension=extension)
+    with server, Lab(server, browser=browser) as lab:
+        nb = lab.new_notebook()
+        cell = nb.run_cell(WIDGET.format(engine=engine))
+        nb.execute("w._wait()")  # the image is encoded
+        canvas = cell.output.locator("canvas.sam-markers")
+        canvas.wait_for()
+        box = canvas.bounding_box()
+        times = []
+        total = warmup + n
+        for i in range(total):
+            # a grid of distinct positions, so no click lands on an earlier point (removal)
+            fx = 0.08 + 0.84 * (i % 8) / 7
+            fy = 0.1 + 0.8 * (i // 8) / max(1, (total - 1) // 8)
+            before = nb.page.evaluate(_JS_CLICK_MEASURES)
+            canvas.click(position={"x": fx * box["width"], "y": fy * box["height"]})
+            nb.page.wait_for_function(f"() => ({_JS_CLICK_MEASURES})() > {before}")
+            took = nb.page.evaluate(
+                "() => performance.getEntriesByName('sam:click-to-overlay').at(-1).duration"
+            )
+            if i >= warmup:
+                times.append(took)
+            nb.execute("w._wait()")
+        if nb.value("len(w.points)") != total:
+            raise SystemExit("a click did not add a point; the timings would be wrong")
+    return times
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=40, help="round trips per kind (default 40)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed round trips first")
     parser.add_argument("--modes", default="on,off", help="extension modes to run: on,off")
+    parser.add_argument("--widget", action="store_true", help="also time SamWidget clicks")
+    parser.add_argument("--clicks", type=int, default=20, help="timed widget clicks per mode")
+    parser.add_argument(
+        "--engine", default="sw.Predictor(sw.build_sam('vit_b'))", help="widget engine (Python)"
+    )
     args = parser.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -123,16 +177,22 @@ def main(argv: list[str] | None = None) -> None:
             times = measure(browser, extension=extension, n=args.n, warmup=args.warmup)
             for kind, values in times.items():
                 rows.append((mode, kind, values))
+            if args.widget:
+                clicks = measure_widget(
+                    browser, extension=extension, n=args.clicks, warmup=2, engine=args.engine
+                )
+                rows.append((mode, "widget click", clicks))
         browser.close()
 
-    print(f"widget round trip, real JupyterLab + headless Chromium, {args.n} round trips each")
+    print(f"round trips, real JupyterLab + headless Chromium ({args.n} each; widget clicks:")
+    print(f"{args.clicks} each, engine {args.engine})" if args.widget else "not run)")
     print(f"{'TCP_NODELAY':<12} {'kind':<13} {'p50 ms':>8} {'p95 ms':>8} {'min ms':>8}")
     summary = {}
     for mode, kind, values in rows:
         p50, high = statistics.median(values), p95(values)
         summary[(mode, kind)] = p50
         print(f"{mode:<12} {kind:<13} {p50:8.1f} {high:8.1f} {min(values):8.1f}")
-    for kind in ("send", "save_changes"):
+    for kind in ("send", "save_changes", "widget click"):
         if ("on", kind) in summary and ("off", kind) in summary:
             ratio = summary[("off", kind)] / summary[("on", kind)]
             print(f"p50 off/on ({kind}): {ratio:.1f}x")
