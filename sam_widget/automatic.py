@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sam_widget.export import _as_mask, _run_lengths, encode_rle
 from sam_widget.predictor import Predictor, _to_rgb
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -141,26 +142,9 @@ def remove_small_regions(
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     """Bool (H, W) -> uncompressed COCO RLE {"size": [H, W], "counts": [...]} (column-major)."""
-    h, w = mask.shape
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    edges = np.concatenate([[0], change, [h * w]])
-    counts = np.diff(edges).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [h, w], "counts": counts}
-
-
-def _coco_rle(mask: np.ndarray) -> dict[str, Any]:
-    try:
-        from sam_widget.export import encode_rle
-    except ImportError:
-        from pycocotools import mask as mask_utils
-
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("utf-8")
-        return rle
-    return encode_rle(mask)
+    array = _as_mask(mask)
+    h, w = array.shape
+    return {"size": [int(h), int(w)], "counts": _run_lengths(array).tolist()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,7 +409,7 @@ class MaskGenerator:
             elif self.output_mode == "uncompressed_rle":
                 segmentation = mask_to_rle(mask)
             else:
-                segmentation = _coco_rle(mask)
+                segmentation = encode_rle(mask)
             x0, y0, x1, y1 = data.boxes[i].tolist()
             cx0, cy0, cx1, cy1 = data.crop_boxes[i].tolist()
             records.append(
