@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,16 +66,24 @@ async def _open_websocket(connection_class: type) -> tuple[bool | None, object]:
         await http.close_all_connections()
 
 
+def _serve_once(connection_class: type) -> tuple[bool | None, object]:
+    """Run `_open_websocket` on a fresh event loop in its own thread.
+
+    A thread, because the session's browser tests (Playwright's sync API) may already run an
+    event loop in this one, where asyncio.run() refuses to start.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _open_websocket(connection_class)).result()
+
+
 def test_connection_subclass_sets_nodelay_on_the_live_socket():
     RecordingConnection.seen.clear()
     # Baseline: tornado leaves Nagle on, which is the 40 ms this extension removes.
-    nodelay, result = asyncio.run(_open_websocket(RecordingConnection))
+    nodelay, result = _serve_once(RecordingConnection)
     assert nodelay is False
     assert result == "connect-result"
 
-    nodelay, result = asyncio.run(
-        _open_websocket(server.nodelay_connection_class(RecordingConnection))
-    )
+    nodelay, result = _serve_once(server.nodelay_connection_class(RecordingConnection))
     assert nodelay is True
     assert result == "connect-result"  # the base class's connect() result passes through
     assert RecordingConnection.seen == [False, True]  # set before the base connect() runs
