@@ -752,7 +752,10 @@ class SamWidget(anywidget.AnyWidget):
 
     def _ready_message(self) -> str:
         took = getattr(self, "_encode_seconds", 0.0)
-        return f"ready · {self.engine} on {self.device} · encoded in {took:.1f} s"
+        engine = self.engine
+        if engine == "classic":  # say plainly that this is not SAM (issue: works offline)
+            engine = "classic (weights-free, not SAM: see the warning for SAM weights)"
+        return f"ready · {engine} on {self.device} · encoded in {took:.1f} s"
 
     def _encode(self, image: np.ndarray) -> None:
         while self._engine is None and not self._closed and self._failed is None:

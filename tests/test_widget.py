@@ -68,6 +68,16 @@ def test_encodes_in_the_background_and_reports_model_and_device(predictor):
     w.close()
 
 
+def test_status_line_says_when_the_weights_free_engine_answers():
+    w = SamWidget(scene(), model="classic")
+    w._wait()
+    assert w.status == "ready" and w.engine == "classic"
+    assert "weights-free, not SAM" in w.message
+    w.add_point(112, 108)  # inside the disk
+    assert w.mask.shape == (240, 320) and w.mask[108, 112]
+    w.close()
+
+
 def test_clicks_during_encoding_are_kept_and_answered(predictor):
     img = scene(260, 340)  # a new image: the predictor must encode it
     w = SamWidget(img, model=predictor)
