@@ -370,6 +370,7 @@ class SamWidget(anywidget.AnyWidget):
             oid = self._next_object
             self._next_object += 1
             mask = np.asarray(entry.prediction.masks[k])
+            steps = self._prompt_steps()
             obj = {
                 "id": oid,
                 "name": name or f"object {oid}",
@@ -379,6 +380,9 @@ class SamWidget(anywidget.AnyWidget):
                 "box": None if entry.box is None else list(entry.box),
                 "visible": True,
                 "area": int(mask.sum()),
+                # how to reproduce the mask: the decoded prompt states, each one's selected
+                # logits fed to the next as mask_input when refine is on (export.replay)
+                "steps": steps,
                 "mask": mask,
             }
             disp = entry.prediction.masks_at(self.display_height, self.display_width)[k]
@@ -387,6 +391,32 @@ class SamWidget(anywidget.AnyWidget):
             self._index = 0
             self._changed(extra={"objects": [*self.objects, obj]})
         return obj
+
+    def _prompt_steps(self) -> list[dict]:
+        """The decoded prompt states that led to the current mask, oldest first.
+
+        With ``refine`` each state's decode took the previous decoded state's selected logits
+        as mask_input (see `_mask_input`), so all of them are needed to reproduce the mask;
+        without it the last state alone is.
+        """
+        chain: list[_Entry] = []
+        for entry in reversed(self._history[: self._index + 1]):
+            if entry.empty:
+                break
+            if entry.prediction is not None:
+                chain.append(entry)
+            if not self.refine and chain:
+                break
+        return [
+            {
+                "points": [list(p) for p in e.points],
+                "box": None if e.box is None else list(e.box),
+                "multimask": len(np.asarray(e.prediction.scores).reshape(-1)) > 1,
+                "selected": min(e.selected, len(np.asarray(e.prediction.scores).reshape(-1)) - 1),
+            }
+            for e in reversed(chain)
+            if e.prediction is not None
+        ]
 
     def remove_object(self, object_id: int) -> None:
         """Delete a committed object by id."""
@@ -442,19 +472,43 @@ class SamWidget(anywidget.AnyWidget):
         if self.objects:
             masks = np.stack([o["mask"] for o in self.objects])
             scores = [o["score"] for o in self.objects]
-            prompts = [{"points": o["points"], "box": o["box"]} for o in self.objects]
+        masks, scores, prompts = self._export_items()
+        return to_coco(masks, scores=scores, prompts=prompts, **kwargs)
+
+    def _export_items(self) -> tuple[np.ndarray, list[float] | None, list[dict]]:
+        """Masks (N, H, W), scores and prompt records of the objects, else of the current mask."""
+        if self.objects:
+            masks = np.stack([o["mask"] for o in self.objects])
+            scores = [o["score"] for o in self.objects]
+            prompts = [{"points": o["points"], "box": o["box"], "steps": o.get("steps", [])}
+                       for o in self.objects]
         else:
             masks = self.mask[None]
             scores = [float(self.scores[self.selected])] if self.scores else None
-            prompts = [{"points": self.points, "box": self.box}]
-        return to_coco(masks, scores=scores, prompts=prompts, **kwargs)
+            with self._cv:
+                steps = self._prompt_steps()
+            prompts = [{"points": self.points, "box": self.box, "steps": steps}]
+        return masks, scores, prompts
 
     def save(self, path: str | Path) -> Path:
-        """Save the objects (or the current mask): .json COCO, .png picture, .npy/.npz masks."""
+        """Save the objects (or the current mask).
+
+        A path without a suffix (or an existing folder) gets everything: image, COCO JSON,
+        polygons, label PNG, RGBA cut-outs and the prompt log that `sam_widget.export.replay`
+        re-runs (see `sam_widget.export.save`). A file path gets one format by its suffix:
+        .json COCO, .png picture, .npy/.npz masks.
+        """
         import json
 
         path = Path(path)
         suffix = path.suffix.lower()
+        if not suffix or path.is_dir():
+            from .export import save
+
+            masks, scores, prompts = self._export_items()
+            save(path, self._rgb, masks, scores=scores, prompts=prompts,
+                 extra={"engine": self.engine, "refine": bool(self.refine)})
+            return path
         masks = (np.stack([o["mask"] for o in self.objects]) if self.objects
                  else self.mask[None])
         if suffix == ".json":
@@ -466,7 +520,9 @@ class SamWidget(anywidget.AnyWidget):
         elif suffix == ".png":
             path.write_bytes(self._render_png(max_size=max(self._rgb.shape[:2])))
         else:
-            raise ValueError(f"cannot save {path.name!r}: use .json, .png, .npy or .npz")
+            raise ValueError(
+                f"cannot save {path.name!r}: use .json, .png, .npy or .npz, or a folder"
+            )
         return path
 
     def close(self) -> None:

@@ -284,6 +284,27 @@ def test_save(widget, tmp_path):
         widget.save(tmp_path / "m.txt")
 
 
+
+def test_save_folder_writes_every_format_and_replays_to_the_same_objects(widget, tmp_path):
+    from sam_widget.export import replay
+
+    widget.add_point(110, 100)
+    widget.add_point(250, 60, label=0)  # refined: decoded with the first click's logits
+    widget.selected = 2
+    widget.commit()
+    widget.set_box(200, 120, 300, 220)
+    widget.commit()
+    folder = widget.save(tmp_path / "out")
+    names = {p.name for p in folder.iterdir()}
+    assert {"image.png", "annotations.json", "labels.png", "polygons.json", "prompts.json",
+            "cutouts"} <= names
+    assert [len(o["steps"]) for o in widget.objects] == [2, 1]
+    masks = replay(folder, widget._engine)
+    assert len(masks) == 2
+    for obj, mask in zip(widget.objects, masks, strict=True):
+        assert (mask == obj["mask"]).mean() > 0.999
+
+
 # ------------------------------------------------------------------------------ bad input
 BAD_MESSAGES = [
     ({"type": "prompt", "points": [[math.nan, 5, 1]], "box": None}, "finite"),
