@@ -16,17 +16,8 @@ import time
 import numpy as np
 import torch
 
+from sam_widget.models import build_sam
 from sam_widget.predictor import Predictor
-
-
-def build_model(variant: str) -> torch.nn.Module:
-    try:
-        from sam_widget.models import build_sam
-    except ImportError:  # our models have not landed: the official architecture, same weights
-        from segment_anything import sam_model_registry
-
-        return sam_model_registry[variant]().eval()
-    return build_sam(variant).eval()
 
 
 def official_model(variant: str, state_dict: dict) -> torch.nn.Module:
@@ -58,7 +49,7 @@ def main() -> None:
     from segment_anything import SamPredictor
 
     torch.manual_seed(0)
-    ours_model = build_model(args.variant)
+    ours_model = build_sam(args.variant).eval()
     with torch.no_grad():  # exercise the zero-initialised tables too
         for name, p in ours_model.named_parameters():
             if "rel_pos" in name or "pos_embed" in name:
