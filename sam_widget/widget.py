@@ -14,6 +14,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,7 +245,9 @@ class SamWidget(anywidget.AnyWidget):
         self._encode_image: np.ndarray | None = None
         self._failed: str | None = None
         self._hover_req: dict | None = None
-        self._everything = False
+        self._everything = False  # the "Everything" button was pressed; True until it is done
+        #: keyword settings of `sam_widget.automatic.MaskGenerator` for the "Everything" button
+        self.everything_settings: dict[str, Any] = {}
         self._closed = False
         self._internal = 0  # > 0 while this class itself writes prompt traits
         self._object_bytes: dict[int, bytes] = {}
@@ -449,9 +452,13 @@ class SamWidget(anywidget.AnyWidget):
             self._cv.notify_all()
         return self
 
-    def segment_everything(self, **settings: Any) -> list[dict]:
+    def segment_everything(
+        self, progress: Callable[[int, int], None] | None = None, **settings: Any
+    ) -> list[dict]:
         """Run SAM's automatic mask generator (``sam_widget.automatic.MaskGenerator``, official
-        settings as keywords) and add every mask as an object; returns the new objects."""
+        settings as keywords) and add every mask as an object; returns the new objects.
+
+        ``progress(done, total)`` is called after each batch of point prompts."""
         from .automatic import MaskGenerator
         from .predictor import Predictor
 
@@ -462,7 +469,7 @@ class SamWidget(anywidget.AnyWidget):
                 "Create it with model='vit_b' (or another SAM variant) to segment everything."
             )
         gen = MaskGenerator(self._engine, **settings)
-        records = gen.generate(self._rgb)
+        records = gen.generate(self._rgb, progress=progress)
         return self._add_records(records)
 
     def to_coco(self, **kwargs: Any) -> dict:
@@ -633,11 +640,13 @@ class SamWidget(anywidget.AnyWidget):
         return self._wait()
 
     def _wait(self) -> SamWidget:
-        """Block until encoded and answered (returns at once on the worker thread)."""
+        """Block until encoded, answered and any "Everything" run is done (returns at once on
+        the worker thread)."""
         if threading.current_thread() is self._worker:
             return self
         with self._cv:
-            while ((self._dirty or not self._encoded or self._encode_image is not None)
+            while ((self._dirty or not self._encoded or self._encode_image is not None
+                    or self._everything)
                    and self._failed is None and not self._closed):
                 self._cv.wait(0.5)
             if self._failed is not None:
@@ -798,13 +807,20 @@ class SamWidget(anywidget.AnyWidget):
             elif self._hover_req is not None:
                 self._decode_hover()
             elif self._everything:
-                self._everything = False
                 try:
                     self._write(message="segmenting everything…")
-                    self.segment_everything()
+                    self.segment_everything(progress=self._everything_progress,
+                                            **self.everything_settings)
                     self._write(message=self._ready_message())
                 except Exception as exc:
                     self._report(exc, "everything")
+                finally:
+                    with self._cv:
+                        self._everything = False
+                        self._cv.notify_all()
+
+    def _everything_progress(self, done: int, total: int) -> None:
+        self._write(message=f"segmenting everything… {done}/{total} batches of points")
 
     def _ready_message(self) -> str:
         took = getattr(self, "_encode_seconds", 0.0)

@@ -252,11 +252,27 @@ def test_hover_answers_one_request_with_the_next_clicks_mask(widget, predictor):
 def test_everything_adds_the_automatic_masks_as_objects(widget):
     widget.add_point(110, 100)
     widget.commit()
+    calls = []
     added = widget.segment_everything(points_per_side=2, pred_iou_thresh=0.0,
-                                      stability_score_thresh=0.0, box_nms_thresh=1.0)
+                                      stability_score_thresh=0.0, box_nms_thresh=1.0,
+                                      points_per_batch=2,
+                                      progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]  # 4 grid points in batches of 2
     assert added and [o["id"] for o in widget.objects] == [1] + [o["id"] for o in added]
     assert all(o["mask"].shape == (240, 320) and o["visible"] for o in added)
     assert len(widget.get_state("objects")["objects"]) == len(widget.objects)
+
+
+def test_everything_button_shows_progress_in_the_status_line(widget):
+    messages = []
+    widget.everything_settings = dict(points_per_side=4, pred_iou_thresh=0.0,
+                                      stability_score_thresh=0.0, box_nms_thresh=1.0)
+    widget.observe(lambda c: messages.append(c["new"]), "message")
+    frontend(widget, type="everything")
+    widget._wait()
+    assert any(re.search(r"segmenting everything… \d+/\d+ batches", m) for m in messages)
+    assert widget.status == "ready" and widget.message.startswith("ready")
+    assert len(widget.objects) > 0
 
 
 def test_set_image_resets_prompts_and_objects(widget):
