@@ -57,3 +57,40 @@ def test_runs_headless_without_errors(path, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert outputs, "the notebook produced no output at all"
+
+
+def test_an_executed_notebook_keeps_a_png_of_the_widget(tmp_path, monkeypatch):
+    """Where no widget frontend runs (nbconvert, GitHub, a PDF) the saved notebook still shows
+    the image with its mask: the widget's mimebundle carries an image/png of its state."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    code = (
+        "import numpy as np\n"
+        "import sam_widget as sw\n"
+        "img = np.full((120, 160, 3), 40, np.uint8)\n"
+        "img[30:90, 40:110] = (230, 230, 230)  # a bright rectangle\n"
+        "w = sw.SamWidget(img, model='classic')\n"
+        "w.add_point(75, 60)\n"
+        "w"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=None, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)  # what a user saves, read back as nbconvert would
+
+    [output] = [o for o in nbformat.read(path, as_version=4).cells[0].outputs
+                if o.output_type in ("display_data", "execute_result")]
+    assert "application/vnd.jupyter.widget-view+json" in output.data
+    png = Image.open(io.BytesIO(base64.b64decode(output.data["image/png"]))).convert("RGB")
+    pixels = np.asarray(png).astype(int)
+    scale = png.width / 160
+    inside = pixels[int(60 * scale) - 10, int(60 * scale)]  # in the rectangle, off the marker
+    outside = pixels[int(10 * scale), int(10 * scale)]
+    assert abs(outside - 40).max() <= 2  # background unchanged
+    assert abs(inside - 230).max() > 20  # the mask overlay tints the clicked rectangle
