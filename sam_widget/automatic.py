@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from sam_widget.export import _as_mask, _run_lengths, encode_rle
-from sam_widget.predictor import Predictor, _to_rgb
+from sam_widget.images import to_rgb
+from sam_widget.predictor import Predictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _UPSCALE_CHUNK = 8  # masks upsampled to full size at once (each H*W float32)
@@ -273,7 +274,7 @@ class MaskGenerator:
         segmentation (bool (H, W), or an RLE dict per ``output_mode``), area (int), bbox
         [x, y, w, h], predicted_iou, point_coords [[x, y]], stability_score, crop_box [x, y, w, h].
         """
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
         orig_size = rgb.shape[:2]
         crop_boxes, layers = generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio

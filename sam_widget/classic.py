@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .images import to_rgb
 from .predictor import Prediction, Shape
 
 LOWRES = 256  # side of SAM's low-resolution logit frame (1024 / 4)
@@ -112,16 +113,6 @@ def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
-def _to_rgb(image: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; numpy RGB uint8 passes through, the rest goes to `images.to_rgb`."""
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
-        if image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0:
-            return image
-    from .images import to_rgb
-
-    return to_rgb(image)
-
-
 def _lowres_shape(h: int, w: int) -> Shape:
     """Size of the image inside SAM's 256x256 logit frame (longest side 256, top-left)."""
     scale = LOWRES / max(h, w)
@@ -188,7 +179,7 @@ class ClassicPredictor:
 
     def set_image(self, image: Any) -> None:
         """Build the region hierarchy for ``image`` (numpy, PIL image or path)."""
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
         self._h = None
         self._h = self._build(rgb)
 

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from sam_widget.images import to_rgb
+
 Shape = tuple[int, int]
 
 
@@ -140,13 +142,6 @@ def _variant_name(model: nn.Module) -> str:
 # --------------------------------------------------------------------------------------------
 # Images in, masks out: the geometry of SAM's 1024x1024 input frame
 # --------------------------------------------------------------------------------------------
-
-
-def _to_rgb(image: Any) -> np.ndarray:
-    """Any supported image -> RGB uint8 (H, W, 3) (see ``sam_widget.images.to_rgb``)."""
-    from sam_widget.images import to_rgb
-
-    return to_rgb(image)
 
 
 def preprocess_shape(height: int, width: int, long_side: int) -> Shape:
@@ -535,7 +530,7 @@ class Predictor:
 
         An image whose content was encoded before (and is still cached) is not encoded again.
         """
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
         key = self._cache_key(rgb)
         with self._lock:
             state = self._cache.get(key)

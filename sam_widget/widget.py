@@ -24,6 +24,7 @@ import numpy as np
 import traitlets as t
 
 from .codec import display_size, encode_image, encode_masks
+from .images import to_rgb
 from .predictor import Prediction
 
 #: most points one prompt may hold; SAM itself was trained with far fewer
@@ -127,12 +128,6 @@ def _resolve_engine(model: Any, device: str | None) -> Any:
     from .engines import resolve_engine
 
     return resolve_engine(model, device=device)
-
-
-def _to_rgb(image: Any) -> np.ndarray:
-    from .images import to_rgb
-
-    return to_rgb(image)
 
 
 def _objects_to_json(objects: list[dict], widget: SamWidget) -> list[dict]:
@@ -256,7 +251,7 @@ class SamWidget(anywidget.AnyWidget):
                       "hover_in_flight_max": 0, "last_prompt_s": 0.0, "last_bytes": 0}
         self._hover_in_flight = 0
         self._engine = None
-        self._set_rgb(_to_rgb(image))
+        self._set_rgb(to_rgb(image))
         self.on_msg(self._on_frontend_msg)
         self.observe(self._on_selected, "selected")
         self.observe(self._on_prompt_trait, ["points", "box"])
@@ -440,7 +435,7 @@ class SamWidget(anywidget.AnyWidget):
 
         Prompts, history and objects belong to the old image and are cleared.
         """
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
         with self._cv:
             self._set_rgb(rgb)
             self._encoded = False
