@@ -4,7 +4,7 @@ Same process, same random vit_b weights, same image embedding (encoded once by o
 and handed to the official predictor, so only ``predict`` is timed). Prints the median time of
 each, their ratio (target: ours <= 0.5x official) and how well the masks agree.
 
-    PYTHONPATH=. python benchmarks/bench_predict.py [--height 1200 --width 1800 --repeat 7]
+    PYTHONPATH=. python benchmarks/bench_predict.py [--height 1200 --width 1800 --repeat 15]
 """
 
 from __future__ import annotations
@@ -28,14 +28,18 @@ def official_model(variant: str, state_dict: dict) -> torch.nn.Module:
     return model
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    fn()  # warm-up
-    times, out = [], None
+def interleaved(fns: dict, repeat: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn (A, B, A, B, ...) after one warm-up each,
+    so that a shared machine's slow spells fall on both sides alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -43,7 +47,7 @@ def main() -> None:
     parser.add_argument("--variant", default="vit_b")
     parser.add_argument("--height", type=int, default=1200)
     parser.add_argument("--width", type=int, default=1800)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
 
     from segment_anything import SamPredictor
@@ -75,8 +79,15 @@ def main() -> None:
 
     point = np.array([[args.width * 0.4, args.height * 0.4]])
     label = np.array([1])
-    t_ref, (masks_ref, scores_ref, _) = timed(lambda: ref.predict(point, label), args.repeat)
-    t_ours, pred = timed(lambda: ours.predict(point, label).masks, args.repeat)
+    medians = interleaved(
+        {
+            "official": lambda: ref.predict(point, label),
+            "ours": lambda: ours.predict(point, label).masks,
+        },
+        args.repeat,
+    )
+    t_ref, t_ours = medians["official"], medians["ours"]
+    masks_ref, scores_ref, _ = ref.predict(point, label)
     pred = ours.predict(point, label)
     agree = (pred.masks == masks_ref).mean()
     print(f"official SamPredictor.predict: {t_ref * 1e3:8.1f} ms")

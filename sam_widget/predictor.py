@@ -229,7 +229,7 @@ class _ImageContext:
     # first decoder layer, image side: token->image keys/values, image->token queries
     keys0: torch.Tensor  # (1, heads, HW, d)
     values0: torch.Tensor  # (1, heads, HW, d)
-    queries0: torch.Tensor  # (1, heads, HW, d)
+    queries0: torch.Tensor  # (1, heads, d, HW): transposed, the image axis last
 
 
 def _fast_path_ok(model: nn.Module) -> bool:
@@ -266,13 +266,14 @@ def _image_context(model: nn.Module, embedding: torch.Tensor) -> _ImageContext:
     layer0 = dec.transformer.layers[0]
     t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
     src_pe = src + pe
+    queries0 = _heads(_linear(src_pe, i2t.q_proj), i2t.num_heads)  # (1, heads, HW, d)
     return _ImageContext(
         embedding=embedding,
         src=src,
         pe=pe,
         keys0=_heads(_linear(src_pe, t2i.k_proj), t2i.num_heads).contiguous(),
         values0=_heads(_linear(src, t2i.v_proj), t2i.num_heads).contiguous(),
-        queries0=_heads(_linear(src_pe, i2t.q_proj), i2t.num_heads).contiguous(),
+        queries0=queries0.transpose(-1, -2).contiguous(),
     )
 
 
@@ -296,17 +297,19 @@ def _tokens_to_image_unprojected(
 
     The few queries are moved into the image's C-dimensional space instead of projecting all
     HW image tokens: q . (Wk x + bk) = (q Wk) . x + q . bk, and since attention weights sum to
-    one, sum_n a_n (Wv x_n + bv) = Wv (sum_n a_n x_n) + bv.
+    one, sum_n a_n (Wv x_n + bv) = Wv (sum_n a_n x_n) + bv. The softmax scale is applied to the
+    few queries, not to the (T, HW) scores.
     """
     b, t, c = queries.shape
     h = attn.num_heads
     q = _heads(_linear(queries, attn.q_proj), h)  # (B, h, T, d)
     d = q.shape[-1]
-    q_img = q @ attn.k_proj.weight.view(h, d, c)  # (B, h, T, C)
-    bias = (q * attn.k_proj.bias.view(h, 1, d)).sum(-1, keepdim=True)  # (B, h, T, 1)
-    scores = (q_img.reshape(b, h * t, c) @ keys_pe.transpose(1, 2)).view(b, h, t, -1)
-    weights = torch.softmax((scores + bias) * d**-0.5, dim=-1)  # (B, h, T, HW)
-    mixed = (weights.view(b, h * t, -1) @ keys).view(b, h, t, c)  # (B, h, T, C)
+    q = q * d**-0.5
+    q_img = (q @ attn.k_proj.weight.view(h, d, c)).reshape(b, h * t, c)  # (B, h*T, C)
+    bias = (q * attn.k_proj.bias.view(h, 1, d)).sum(-1).reshape(b, h * t, 1)
+    scores = torch.baddbmm(bias, q_img, keys_pe.expand(b, -1, -1).transpose(1, 2))
+    weights = torch.softmax(scores, dim=-1)  # (B, h*T, HW)
+    mixed = (weights @ keys).view(b, h, t, c)  # (B, h, T, C)
     out = mixed @ attn.v_proj.weight.view(h, d, c).transpose(1, 2)  # (B, h, T, d)
     out = out + attn.v_proj.bias.view(h, 1, d)
     return _linear(_merge_heads(out), attn.out_proj)  # (B, T, C)
@@ -316,31 +319,37 @@ def _image_to_tokens(
     attn: nn.Module,
     tokens_k: torch.Tensor,
     tokens_v: torch.Tensor,
+    residual: torch.Tensor,
     queries: torch.Tensor | None = None,
     keys_pe: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Image tokens attend to the prompt tokens (B, T, C); returns (B, HW, C).
+    """Image tokens attend to the prompt tokens (B, T, C); returns ``residual`` + the
+    attention output, (B, HW, C).
 
-    The image side is either projected queries (1, heads, HW, d) (``queries``) or image tokens
+    The image side is either projected queries (1, heads, d, HW) (``queries``) or image tokens
     (B, HW, C) (``keys_pe``), whose projection is folded into the few prompt keys:
     (Wq x + bq) . k = x . (Wq^T k) + bq . k. The output projection is folded into the values,
-    so no (HW, d) tensor is made: out = sum_heads A_h (V_h Wo_h^T) + bo.
+    so no (HW, d) tensor is made: out = sum_heads A_h (V_h Wo_h^T) + bo; and as each head's
+    weights sum to one, bo is added as bo / heads to every value row. Scores are laid out
+    (heads, T, HW) so the softmax over the few tokens runs along the long image axis.
     """
     b, t, c = tokens_k.shape
     h = attn.num_heads
     k = _heads(_linear(tokens_k, attn.k_proj), h)  # (B, h, T, d)
     v = _heads(_linear(tokens_v, attn.v_proj), h)
     d = k.shape[-1]
+    k = k * d**-0.5
     if queries is not None:
-        scores = (queries @ k.transpose(-1, -2)).permute(0, 2, 1, 3)  # (B, HW, h, T)
+        scores = k @ queries  # (B, h, T, HW)
     else:
         wq = attn.q_proj.weight.view(h, d, c)
-        m = (wq.transpose(1, 2) @ k.transpose(-1, -2)).permute(0, 2, 1, 3)  # (B, C, h, T)
-        bias = (k * attn.q_proj.bias.view(h, 1, d)).sum(-1)  # (B, h, T)
-        scores = (keys_pe @ m.reshape(b, c, h * t)).view(b, -1, h, t) + bias[:, None]
-    weights = torch.softmax(scores * d**-0.5, dim=-1).reshape(b, -1, h * t)  # (B, HW, h*T)
+        m = (k @ wq).reshape(b, h * t, c)  # (B, h*T, C)
+        bias = (k * attn.q_proj.bias.view(h, 1, d)).sum(-1).reshape(b, h * t, 1)
+        scores = torch.baddbmm(bias, m, keys_pe.transpose(1, 2)).view(b, h, t, -1)
+    weights = torch.softmax(scores, dim=2).view(b, h * t, -1)  # (B, h*T, HW)
     values = v @ attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (B, h, T, C)
-    return torch.baddbmm(attn.out_proj.bias, weights, values.reshape(b, h * t, c))
+    values = values.reshape(b, h * t, c) + attn.out_proj.bias / h
+    return torch.baddbmm(residual.expand(b, -1, -1), weights.transpose(1, 2), values)
 
 
 def _two_way_block(
@@ -370,10 +379,10 @@ def _two_way_block(
     queries = layer.norm3(queries + layer.mlp(queries))
     q = queries + query_pe
     if context is not None:
-        attn_out = _image_to_tokens(i2t, q, queries, queries=context.queries0)
+        keys = _image_to_tokens(i2t, q, queries, keys, queries=context.queries0)
     else:
-        attn_out = _image_to_tokens(i2t, q, queries, keys_pe=keys_pe)
-    keys = layer.norm4(keys + attn_out)
+        keys = _image_to_tokens(i2t, q, queries, keys, keys_pe=keys_pe)
+    keys = layer.norm4(keys)
     return queries, keys
 
 
@@ -418,21 +427,44 @@ def _decode(
     )  # (B, M, C/8)
     iou = dec.iou_prediction_head(queries[:, 0, :])[:, selected.start : selected.stop]
 
-    # output upscaling: ConvT(2, stride 2) -> LayerNorm2d -> act -> ConvT(2, stride 2) -> act,
-    # channel-last; a pixel (i, j) of the embedding becomes the 4x4 block
-    # rows 4i + 2di + ei, columns 4j + 2dj + ej
+    return _upscaled_masks(dec, keys, hyper, h, w), iou
+
+
+_UPSCALE_ROWS = 16  # embedding rows upscaled at a time: keeps the (16x) features in cache
+
+
+def _upscaled_masks(
+    dec: nn.Module, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
+    """Output upscaling and the hypernetwork's per-pixel products: (B, M, 4h, 4w) logits.
+
+    ConvT(2, stride 2) -> LayerNorm2d -> act -> ConvT(2, stride 2) -> act, channel-last: the
+    convolutions do not overlap, so each is a matrix product, and embedding pixel (i, j)
+    becomes the 4x4 block at rows 4i + 2di + ei, columns 4j + 2dj + ej. A few embedding rows
+    at a time, so the 32-channel features at 16x the pixels (8 MB per prompt) never leave the
+    cache; this is the decoder's most memory-bound part.
+    """
+    b, m = hyper.shape[:2]
+    c = keys.shape[-1]
     conv1, norm, act1, conv2, act2 = dec.output_upscaling
     c1, c2 = conv1.out_channels, conv2.out_channels
     w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (C, (di, dj, c1))
     w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)  # (c1, (ei, ej, c2))
-    x = (keys @ w1).view(b, h * w, 4, c1) + conv1.bias  # (B, HW, 4, c1)
-    x = act1(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-    x = (x @ w2).view(b, h * w * 16, c2) + conv2.bias  # (B, HW*16, c2)
-    x = act2(x)
-    masks = hyper @ x.transpose(1, 2)  # (B, M, HW*16) in (i, j, di, dj, ei, ej) order
-    m = masks.shape[1]
-    masks = masks.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-    return masks.reshape(b, m, 4 * h, 4 * w), iou
+    b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(4)
+    keys = keys.view(b, h, w, c)
+    out = keys.new_empty(b, m, 4 * h, 4 * w)
+    for i in range(b):
+        for r in range(0, h, _UPSCALE_ROWS):
+            rows = min(_UPSCALE_ROWS, h - r)
+            x = torch.addmm(b1, keys[i, r : r + rows].reshape(-1, c), w1)  # (n, 4*c1)
+            x = F.layer_norm(x.view(-1, 4, c1), (c1,), norm.weight, norm.bias, norm.eps)
+            x = torch.addmm(b2, act1(x).view(-1, c1), w2)  # (4n, 4*c2)
+            x = act2(x.view(-1, c2))  # (16n, c2) in (i, j, di, dj, ei, ej) order
+            block = (hyper[i] @ x.t()).view(m, rows, w, 2, 2, 2, 2)
+            out[i, :, 4 * r : 4 * (r + rows)] = block.permute(0, 1, 3, 5, 2, 4, 6).reshape(
+                m, 4 * rows, 4 * w
+            )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -729,6 +761,8 @@ class Predictor:
         def to_masks(size: Shape) -> np.ndarray:
             with torch.no_grad():
                 logits = upscale_logits(low_res, state.input_size, size, self.image_size)
+                if logits.device.type == "cpu":  # numpy's comparison is about 2x torch's here
+                    return logits.numpy() > threshold
                 return (logits > threshold).cpu().numpy()
 
         return Prediction(

@@ -124,6 +124,42 @@ def test_several_boxes_give_one_mask_set_each(pair):
     assert (pred.masks == masks.numpy()).mean() >= 0.999
 
 
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("with_mask_input", [False, True])
+def test_fast_decoder_equals_the_decoder_module(
+    pair, model, monkeypatch, multimask, with_mask_input
+):
+    """The predictor's rearranged decoder computes what ``model.mask_decoder`` computes, for
+    several prompts at once, with and without mask input; and the upscaling's row blocks
+    need not divide the embedding (64 rows in blocks of 24, 24, 16)."""
+    import sam_widget.predictor as predictor_module
+
+    ours, _ = pair
+    monkeypatch.setattr(predictor_module, "_UPSCALE_ROWS", 24)
+    state = ours._current()
+    gen = torch.Generator().manual_seed(3)
+    coords = torch.rand(3, 2, 2, generator=gen) * 1000
+    labels = torch.tensor([[1, 0], [1, 1], [0, 1]], dtype=torch.int32)
+    masks = torch.randn(3, 1, 256, 256, generator=gen) * 5 if with_mask_input else None
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=masks)
+        ref_logits, ref_iou = model.mask_decoder(
+            image_embeddings=state.embedding.float(),
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        logits, iou = predictor_module._decode(
+            model, ours._context(state), sparse, dense if with_mask_input else None, multimask
+        )
+    assert logits.shape == ref_logits.shape == (3, 3 if multimask else 1, 256, 256)
+    spread = ref_logits.std().item()
+    assert (logits - ref_logits).abs().max().item() <= 1e-4 * spread
+    assert (iou - ref_iou).abs().max().item() <= 1e-5
+    assert ((logits > 0) == (ref_logits > 0)).float().mean().item() >= 0.999
+
+
 def test_masks_at_any_size(pair, model):
     """masks_at(h, w) is the official postprocessing with (h, w) as the output size."""
     ours, official = pair
