@@ -131,22 +131,95 @@ def browser_click_to_overlay(clicks: int) -> None:
         canvas.scroll_into_view_if_needed()
         bb = canvas.bounding_box()
         rng = np.random.default_rng(1)
-        for i in range(clicks):
-            if i % 6 == 5:
-                nb.page.keyboard.press("Escape")  # keep prompts short, like a real session
-            fx, fy = rng.uniform(0.1, 0.9, 2)
-            nb.page.mouse.click(bb["x"] + fx * bb["width"], bb["y"] + fy * bb["height"])
-            nb.page.wait_for_function(
-                "n => performance.getEntriesByName('sam:click-to-overlay').length >= n", arg=i + 1
+        for rested in (False, True):
+            before = nb.page.evaluate(
+                "() => performance.getEntriesByName('sam:click-to-overlay').length"
             )
-        ms = nb.page.evaluate(
-            "() => performance.getEntriesByName('sam:click-to-overlay').map(e => e.duration)"
+            for i in range(clicks):
+                if i % 6 == 5:
+                    nb.page.keyboard.press("Escape")  # keep prompts short, like a real session
+                fx, fy = rng.uniform(0.1, 0.9, 2)
+                x, y = bb["x"] + fx * bb["width"], bb["y"] + fy * bb["height"]
+                if rested:  # the pointer rests until the hover preview is drawn, then clicks
+                    drawn = nb.page.evaluate(
+                        "() => performance.getEntriesByName('sam:hover-drawn').length"
+                    )
+                    nb.page.mouse.move(x, y)
+                    nb.page.wait_for_function(
+                        "n => performance.getEntriesByName('sam:hover-drawn').length > n",
+                        arg=drawn,
+                    )
+                    nb.page.mouse.down()
+                    nb.page.mouse.up()
+                else:  # moves and clicks at once: the click waits for the hover decode
+                    nb.page.mouse.click(x, y)
+                nb.page.wait_for_function(
+                    "n => performance.getEntriesByName('sam:click-to-overlay').length >= n",
+                    arg=before + i + 1,
+                )
+            ms = nb.page.evaluate(
+                "() => performance.getEntriesByName('sam:click-to-overlay').map(e => e.duration)"
+            )[before:]
+            how = "after the hover preview was drawn" if rested else "moving and clicking at once"
+            print(f"  click -> overlay painted, {len(ms)} clicks {how}: p50 {pct(ms, 50):.0f} ms, "
+                  f"p95 {pct(ms, 95):.0f} ms (JupyterLab + headless Chromium, loopback)")
+            breakdown(nb, len(ms))
+        stats = nb.value(
+            "{k: v for k, v in w.stats.items() if k in ('decodes', 'hover_requests', "
+            "'hover_reused')}"
         )
-        print(f"  click -> overlay painted, {len(ms)} clicks: p50 {pct(ms, 50):.0f} ms, "
-              f"p95 {pct(ms, 95):.0f} ms (JupyterLab + headless Chromium, loopback)")
+        print(f"  kernel: {stats}")
         log = server.log_text()
         print(f"  'IOPub message rate exceeded' in the server log: "
               f"{'yes' if 'IOPub message rate exceeded' in log else 'no'}")
+
+
+def breakdown(nb, clicks: int) -> None:
+    """Where a click's time goes: browser marks and the kernel's timeline share the machine's
+    wall clock (performance.timeOrigin + startTime vs time.time()), so each click splits into
+    browser -> kernel (message through the server), waiting in the kernel (a hover decode
+    already running), decode + encode, kernel -> browser, and decoding + painting."""
+    marks = nb.page.evaluate(
+        """() => ({
+            prompts: performance.getEntriesByName('sam:prompt')
+                .map(e => performance.timeOrigin + e.startTime),
+            received: performance.getEntriesByName('sam:masks-received')
+                .map(e => [e.detail.rev, performance.timeOrigin + e.startTime]),
+            painted: performance.getEntriesByName('sam:click-to-overlay')
+                .map(e => performance.timeOrigin + e.startTime + e.duration),
+        })"""
+    )
+    timeline = nb.value("list(w.stats['timeline'])")
+    kernel = [t for t in timeline if "received" in t and "sent" in t]
+    clicks = min(clicks, len(kernel), len(marks["prompts"]), len(marks["painted"]))
+    arrived = {}
+    for rev, at in marks["received"]:
+        arrived.setdefault(rev, at)
+    parts: dict[str, list[float]] = {
+        "browser -> kernel (server, websocket, ZMQ)": [],
+        "waiting for the running hover decode": [],
+        "decode (or reuse the hover's) + encode": [],
+        "kernel -> browser (ZMQ, server, websocket)": [],
+        "browser: decode masks + paint": [],
+    }
+    # the last `clicks` entries of each list belong to the same clicks, in order
+    for t, start, painted in zip(kernel[-clicks:], marks["prompts"][-clicks:],
+                                 marks["painted"][-clicks:], strict=True):
+        got = arrived.get(t["rev"])
+        if got is None:
+            continue
+        parts["browser -> kernel (server, websocket, ZMQ)"].append(t["received"] * 1e3 - start)
+        parts["waiting for the running hover decode"].append(
+            (t["decode_start"] - t["received"]) * 1e3)
+        parts["decode (or reuse the hover's) + encode"].append(
+            (t["sent"] - t["decode_start"]) * 1e3)
+        parts["kernel -> browser (ZMQ, server, websocket)"].append(got - t["sent"] * 1e3)
+        parts["browser: decode masks + paint"].append(painted - got)
+    print(f"  where the time goes ({len(parts['browser: decode masks + paint'])} clicks, "
+          "one wall clock):")
+    for name, values in parts.items():
+        if values:
+            print(f"    {name:46s}: p50 {pct(values, 50):6.1f} ms  p95 {pct(values, 95):6.1f} ms")
 
 
 _SCENE_SRC = (

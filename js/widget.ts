@@ -190,6 +190,7 @@ class Session {
   private async loadMasks(): Promise<void> {
     const view = this.model.get("_masks");
     const rev = this.model.get("mask_rev");
+    performance.mark("sam:masks-received", { detail: { rev } }); // for latency breakdowns
     try {
       const masks = view && view.byteLength > 0 ? await decodeMasks(view) : null;
       if (rev < this.masksRev) return; // an older answer finished decoding late: drop it

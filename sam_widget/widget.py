@@ -14,6 +14,7 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,8 +249,10 @@ class SamWidget(anywidget.AnyWidget):
         self._object_bytes: dict[int, bytes] = {}
         self._next_object = 1
         self.stats = {"decodes": 0, "coalesced": 0, "hover_requests": 0, "hover_answers": 0,
-                      "hover_in_flight_max": 0, "last_prompt_s": 0.0, "last_bytes": 0}
+                      "hover_in_flight_max": 0, "last_prompt_s": 0.0, "last_bytes": 0,
+                      "hover_reused": 0, "timeline": deque(maxlen=64)}
         self._hover_in_flight = 0
+        self._image_gen = 0
         self._engine = None
         self._set_rgb(to_rgb(image))
         self.on_msg(self._on_frontend_msg)
@@ -559,6 +562,8 @@ class SamWidget(anywidget.AnyWidget):
 
     def _set_rgb(self, rgb: np.ndarray) -> None:
         self._rgb = rgb
+        self._image_gen += 1  # tells the images of cached predictions apart
+        self._hover_cache = None
         h, w = rgb.shape[:2]
         dh, dw = display_size(h, w, self._max_display)
         with self.hold_sync():
@@ -708,7 +713,10 @@ class SamWidget(anywidget.AnyWidget):
                 except PromptError:
                     self._write(prompt_seq=seq)  # the view drops its local state
                     raise
-                self._prompt(points, box, seq=seq, wait=False)
+                received = time.time()
+                with self._cv:
+                    self._prompt(points, box, seq=seq, wait=False)
+                    self._trace(self._rev, received=received)
             elif kind == "hover":
                 self._request_hover(content)
             elif kind in ("undo", "redo", "clear"):
@@ -871,26 +879,46 @@ class SamWidget(anywidget.AnyWidget):
                 return None
         return None
 
+    def _trace(self, rev: int, **times: float) -> None:
+        """Wall-clock times (``time.time()``) of one prompt revision, for latency breakdowns:
+        ``w.stats["timeline"]`` holds the last 64 as dicts with ``rev``, ``received`` (the
+        frontend's message arrived), ``decode_start`` and ``sent`` (mask bytes handed over)."""
+        timeline = self.stats["timeline"]
+        for item in reversed(timeline):
+            if item["rev"] == rev:
+                item.update(times)
+                return
+        timeline.append({"rev": rev, **times})
+
     def _decode_current(self) -> None:
         t0 = time.perf_counter()
         with self._cv:
             index, rev = self._index, self._rev
+            self._trace(rev, decode_start=time.time())
             entry = self._history[index]
             mask_input = entry.mask_input
             if entry.prediction is None and not entry.empty and mask_input is None:
                 mask_input = self._mask_input(index)
+            hovered = None
+            if entry.prediction is None and not entry.empty:
+                hovered = self._hovered(entry.points, entry.box, mask_input)
         try:
+            masks = None
             if entry.empty:
                 pred = None
             elif entry.prediction is not None:
                 pred = entry.prediction  # undo/redo to a state answered before: no decode
+            elif hovered is not None:  # the hover preview already decoded this click
+                pred, masks = hovered
+                self.stats["hover_reused"] += 1
             else:
                 pred = self._predict(entry.points, entry.box, mask_input)
                 self.stats["decodes"] += 1
             if pred is None:
                 data, scores, best = b"", [], 0
             else:
-                masks = pred.masks_at(self.display_height, self.display_width)
+                if masks is None:
+                    masks = pred.masks_at(self.display_height, self.display_width)
                 data = encode_masks(masks)
                 scores = [float(s) for s in np.asarray(pred.scores).reshape(-1)]
                 best = entry.selected if entry.prediction is not None else pred.best
@@ -913,6 +941,7 @@ class SamWidget(anywidget.AnyWidget):
             if self.status.startswith("error") and self._failed is None:
                 values.update(status="ready", message=self._ready_message())
             self._write(**values)
+            self._trace(rev, sent=time.time())
             self.stats["last_prompt_s"] = time.perf_counter() - t0
             self.stats["last_bytes"] = len(data)
             pending_commit = self._pending_commit
@@ -937,16 +966,40 @@ class SamWidget(anywidget.AnyWidget):
             mask_input = self._mask_input(self._index + 1)
             points = [*entry.points, [req["x"], req["y"], 1]]
             box = entry.box
+            key = self._request_key(points, box)
         data = None
         try:
             if self.hover:
                 pred = self._predict(points, box, mask_input)
-                best = pred.best
-                data = encode_masks(pred.masks_at(self.display_height, self.display_width)[best])
+                masks = pred.masks_at(self.display_height, self.display_width)
+                data = encode_masks(masks[pred.best])
+                with self._cv:  # a click right here will ask for exactly this prediction
+                    self._hover_cache = (key, mask_input, pred, masks)
         except Exception as exc:
             self._report(exc, "hover")
         with self._cv:
             self._answer_hover(req, data)
+
+    def _request_key(self, points: list, box: list | None) -> tuple:
+        """What a decode depends on besides mask_input: the image, prompts and multimask."""
+        return (
+            self._image_gen,
+            tuple(tuple(float(v) for v in p) for p in points),
+            None if box is None else tuple(float(v) for v in box),
+            bool(self.multimask),
+        )
+
+    def _hovered(self, points: list, box: list | None, mask_input: np.ndarray | None):
+        """The hover preview's (prediction, display masks) when it decoded this very request
+        (the pointer clicked where it rested), else None."""
+        cached = self._hover_cache
+        if cached is None or cached[0] != self._request_key(points, box):
+            return None
+        if (cached[1] is None) != (mask_input is None) or (
+            mask_input is not None and not np.array_equal(cached[1], mask_input)
+        ):
+            return None
+        return cached[2], cached[3]
 
     def _add_records(self, records: list[dict]) -> list[dict]:
         added = []

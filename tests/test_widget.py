@@ -249,6 +249,61 @@ def test_hover_answers_one_request_with_the_next_clicks_mask(widget, predictor):
     assert widget.stats["hover_in_flight_max"] == 1
 
 
+def hover_and_wait(w: SamWidget, x: float, y: float, seq: int) -> None:
+    """A hover request as the view sends it; returns once the kernel has answered it."""
+    answered = threading.Event()
+    w.send = lambda msg, buffers=None: answered.set() if msg.get("type") == "hover" else None
+    w._msg_callbacks(w, {"type": "hover", "client": "c", "seq": seq, "x": x, "y": y}, [])
+    assert answered.wait(60)
+
+
+def test_a_click_where_the_pointer_rested_reuses_the_hover_decode(widget, predictor):
+    widget.add_point(110, 100)
+    first = widget.prediction
+    k = widget.selected
+    decodes = widget.stats["decodes"]
+    hover_and_wait(widget, 200, 60, seq=1)
+    frontend(widget, type="prompt", seq=2, points=[[110, 100, 1], [200, 60, 1]], box=None)
+    assert widget.stats["hover_reused"] == 1
+    assert widget.stats["decodes"] == decodes  # the click needed no decode of its own
+    # exactly what a decode of the click gives (the refinement's mask_input included)
+    expected = predictor.predict(points=np.array([[110, 100], [200, 60]], np.float32),
+                                 labels=np.array([1, 1]), mask_input=first.logits[k][None],
+                                 multimask=True)
+    np.testing.assert_array_equal(widget.scores, [float(s) for s in expected.scores])
+    np.testing.assert_array_equal(widget.masks, expected.masks)
+    np.testing.assert_array_equal(decode_masks(widget._masks), widget.display_masks)
+
+
+@pytest.mark.parametrize("change", ["label", "moved", "selected", "multimask", "image"])
+def test_a_click_unlike_the_hover_is_decoded_afresh(widget, predictor, change):
+    widget.add_point(110, 100)
+    hover_and_wait(widget, 200, 60, seq=1)
+    point = [200, 60, 1]
+    if change == "label":
+        point = [200, 60, 0]  # a right click at the same place
+    elif change == "moved":
+        point = [201, 60, 1]
+    elif change == "selected":  # another candidate fed back as mask_input
+        widget.selected = (widget.selected + 1) % 3
+    elif change == "multimask":
+        widget.multimask = False
+    elif change == "image":
+        widget.set_image(scene()[::-1].copy())
+        widget.wait()
+        widget.add_point(110, 100)
+    decodes = widget.stats["decodes"]
+    frontend(widget, type="prompt", seq=2, points=[[110, 100, 1], point], box=None)
+    assert widget.stats["hover_reused"] == 0
+    assert widget.stats["decodes"] == decodes + 1
+    first = widget._history[widget._index - 1].prediction
+    expected = predictor.predict(
+        points=np.array([[110, 100], point[:2]], np.float32), labels=np.array([1, point[2]]),
+        mask_input=first.logits[min(widget._history[widget._index - 1].selected, 2)][None],
+        multimask=widget.multimask)
+    np.testing.assert_array_equal(widget.masks, expected.masks)
+
+
 def test_everything_adds_the_automatic_masks_as_objects(widget):
     widget.add_point(110, 100)
     widget.commit()
