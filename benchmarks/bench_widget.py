@@ -7,7 +7,8 @@
 3. Click-to-overlay in real JupyterLab + headless Chromium (performance marks), p50/p95 over
    30 clicks (skip with --no-browser).
 
-    PYTHONPATH=. python benchmarks/bench_widget.py [--repeats 20] [--no-browser]
+    PYTHONPATH=. python benchmarks/bench_widget.py [--repeats 20] [--no-browser | --browser-only]
+        [--without-nodelay]
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def bytes_per_update() -> None:
         w.close()
 
 
-def browser_click_to_overlay(clicks: int) -> None:
+def browser_click_to_overlay(clicks: int, nodelay: bool = True) -> None:
     import sam_widget
 
     sys.path.insert(0, str(ROOT / "tests" / "browser"))
@@ -118,7 +119,11 @@ def browser_click_to_overlay(clicks: int) -> None:
 
     # the kernel imports the same sam_widget this script runs
     checkout = Path(sam_widget.__file__).resolve().parents[1]
-    with JupyterLabServer(pythonpath=[checkout]) as server, Lab(server) as lab:
+    # the server extension on (as installed) or off, explicitly, whatever the environment says
+    server = JupyterLabServer(pythonpath=[checkout], server_extension=nodelay)
+    print(f"  (sam-widget's TCP_NODELAY server extension {'on' if nodelay else 'off'})")
+    with server, Lab(server) as lab:
+        lab.context.add_init_script(_FRAME_SPY)
         nb = lab.new_notebook()
         nb.run_cell(
             "import numpy as np, sam_widget as sw\n"
@@ -174,6 +179,28 @@ def browser_click_to_overlay(clicks: int) -> None:
               f"{'yes' if 'IOPub message rate exceeded' in log else 'no'}")
 
 
+# Stamps every kernel websocket frame that carries a mask update (its mask_rev) with the wall
+# clock time it reached the page, before JupyterLab and ipywidgets handle it.
+_FRAME_SPY = """
+window.__samFrames = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (ev) => {
+      const at = performance.timeOrigin + performance.now();
+      const data = ev.data;
+      const bytes = typeof data === "string" ? null : new Uint8Array(data, 0,
+        Math.min(data.byteLength, 4096));
+      const text = bytes ? new TextDecoder().decode(bytes) : data.slice(0, 4096);
+      const m = /"mask_rev":\\s*(\\d+)/.exec(text);
+      if (m && text.includes('"_masks"')) window.__samFrames.push([Number(m[1]), at]);
+    });
+  }
+};
+"""
+
+
 def breakdown(nb, clicks: int) -> None:
     """Where a click's time goes: browser marks and the kernel's timeline share the machine's
     wall clock (performance.timeOrigin + startTime vs time.time()), so each click splits into
@@ -187,39 +214,44 @@ def breakdown(nb, clicks: int) -> None:
                 .map(e => [e.detail.rev, performance.timeOrigin + e.startTime]),
             painted: performance.getEntriesByName('sam:click-to-overlay')
                 .map(e => performance.timeOrigin + e.startTime + e.duration),
+            frames: window.__samFrames || [],
         })"""
     )
     timeline = nb.value("list(w.stats['timeline'])")
     kernel = [t for t in timeline if "received" in t and "sent" in t]
     clicks = min(clicks, len(kernel), len(marks["prompts"]), len(marks["painted"]))
-    arrived = {}
+    arrived, framed = {}, {}
     for rev, at in marks["received"]:
         arrived.setdefault(rev, at)
+    for rev, at in marks["frames"]:
+        framed.setdefault(rev, at)
     parts: dict[str, list[float]] = {
         "browser -> kernel (server, websocket, ZMQ)": [],
         "waiting for the running hover decode": [],
         "decode (or reuse the hover's) + encode": [],
-        "kernel -> browser (ZMQ, server, websocket)": [],
+        "kernel -> page's websocket (ZMQ, server)": [],
+        "websocket -> widget model (JupyterLab, ipywidgets)": [],
         "browser: decode masks + paint": [],
     }
     # the last `clicks` entries of each list belong to the same clicks, in order
     for t, start, painted in zip(kernel[-clicks:], marks["prompts"][-clicks:],
                                  marks["painted"][-clicks:], strict=True):
-        got = arrived.get(t["rev"])
-        if got is None:
+        got, frame = arrived.get(t["rev"]), framed.get(t["rev"])
+        if got is None or frame is None:
             continue
         parts["browser -> kernel (server, websocket, ZMQ)"].append(t["received"] * 1e3 - start)
         parts["waiting for the running hover decode"].append(
             (t["decode_start"] - t["received"]) * 1e3)
         parts["decode (or reuse the hover's) + encode"].append(
             (t["sent"] - t["decode_start"]) * 1e3)
-        parts["kernel -> browser (ZMQ, server, websocket)"].append(got - t["sent"] * 1e3)
+        parts["kernel -> page's websocket (ZMQ, server)"].append(frame - t["sent"] * 1e3)
+        parts["websocket -> widget model (JupyterLab, ipywidgets)"].append(got - frame)
         parts["browser: decode masks + paint"].append(painted - got)
     print(f"  where the time goes ({len(parts['browser: decode masks + paint'])} clicks, "
           "one wall clock):")
     for name, values in parts.items():
         if values:
-            print(f"    {name:46s}: p50 {pct(values, 50):6.1f} ms  p95 {pct(values, 95):6.1f} ms")
+            print(f"    {name:50s}: p50 {pct(values, 50):6.1f} ms  p95 {pct(values, 95):6.1f} ms")
 
 
 _SCENE_SRC = (
@@ -239,14 +271,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--clicks", type=int, default=30)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--browser-only", action="store_true")
+    parser.add_argument("--without-nodelay", action="store_true",
+                        help="also measure the browser with the TCP_NODELAY extension off")
     args = parser.parse_args()
-    print("== kernel: prompt -> mask bytes, vs official SamPredictor.predict")
-    kernel_vs_official(args.repeats)
-    print("== bytes per update, 3 candidates at 1024x1024")
-    bytes_per_update()
+    if not args.browser_only:
+        print("== kernel: prompt -> mask bytes, vs official SamPredictor.predict")
+        kernel_vs_official(args.repeats)
+        print("== bytes per update, 3 candidates at 1024x1024")
+        bytes_per_update()
     if not args.no_browser:
         print("== browser: click -> overlay")
         browser_click_to_overlay(args.clicks)
+        if args.without_nodelay:
+            browser_click_to_overlay(args.clicks, nodelay=False)
 
 
 if __name__ == "__main__":
