@@ -899,9 +899,10 @@ class SamWidget(anywidget.AnyWidget):
             mask_input = entry.mask_input
             if entry.prediction is None and not entry.empty and mask_input is None:
                 mask_input = self._mask_input(index)
+            multimask = bool(self.multimask)
             hovered = None
             if entry.prediction is None and not entry.empty:
-                hovered = self._hovered(entry.points, entry.box, mask_input)
+                hovered = self._hovered(entry.points, entry.box, mask_input, multimask)
         try:
             masks = None
             if entry.empty:
@@ -912,7 +913,7 @@ class SamWidget(anywidget.AnyWidget):
                 pred, masks = hovered
                 self.stats["hover_reused"] += 1
             else:
-                pred = self._predict(entry.points, entry.box, mask_input)
+                pred = self._predict(entry.points, entry.box, mask_input, multimask)
                 self.stats["decodes"] += 1
             if pred is None:
                 data, scores, best = b"", [], 0
@@ -949,12 +950,13 @@ class SamWidget(anywidget.AnyWidget):
         if pending_commit:
             self._commit_now()
 
-    def _predict(self, points: list, box: list | None, mask_input: np.ndarray | None):
+    def _predict(self, points: list, box: list | None, mask_input: np.ndarray | None,
+                 multimask: bool):
         pts = np.asarray([p[:2] for p in points], np.float32) if points else None
         labels = np.asarray([p[2] for p in points], np.int64) if points else None
         box_arr = None if box is None else np.asarray(box, np.float32)
         return self._engine.predict(points=pts, labels=labels, box=box_arr,
-                                    mask_input=mask_input, multimask=self.multimask)
+                                    mask_input=mask_input, multimask=multimask)
 
     def _decode_hover(self) -> None:
         with self._cv:
@@ -966,11 +968,12 @@ class SamWidget(anywidget.AnyWidget):
             mask_input = self._mask_input(self._index + 1)
             points = [*entry.points, [req["x"], req["y"], 1]]
             box = entry.box
-            key = self._request_key(points, box)
+            multimask = bool(self.multimask)
+            key = self._request_key(points, box, multimask)
         data = None
         try:
             if self.hover:
-                pred = self._predict(points, box, mask_input)
+                pred = self._predict(points, box, mask_input, multimask)
                 masks = pred.masks_at(self.display_height, self.display_width)
                 data = encode_masks(masks[pred.best])
                 with self._cv:  # a click right here will ask for exactly this prediction
@@ -980,20 +983,21 @@ class SamWidget(anywidget.AnyWidget):
         with self._cv:
             self._answer_hover(req, data)
 
-    def _request_key(self, points: list, box: list | None) -> tuple:
+    def _request_key(self, points: list, box: list | None, multimask: bool) -> tuple:
         """What a decode depends on besides mask_input: the image, prompts and multimask."""
         return (
             self._image_gen,
             tuple(tuple(float(v) for v in p) for p in points),
             None if box is None else tuple(float(v) for v in box),
-            bool(self.multimask),
+            multimask,
         )
 
-    def _hovered(self, points: list, box: list | None, mask_input: np.ndarray | None):
+    def _hovered(self, points: list, box: list | None, mask_input: np.ndarray | None,
+                 multimask: bool):
         """The hover preview's (prediction, display masks) when it decoded this very request
         (the pointer clicked where it rested), else None."""
         cached = self._hover_cache
-        if cached is None or cached[0] != self._request_key(points, box):
+        if cached is None or cached[0] != self._request_key(points, box, multimask):
             return None
         if (cached[1] is None) != (mask_input is None) or (
             mask_input is not None and not np.array_equal(cached[1], mask_input)
