@@ -19,22 +19,7 @@ import torch
 
 from sam_widget.automatic import MaskGenerator, box_nms, mask_to_rle, remove_small_regions
 from sam_widget.predictor import Predictor
-from tests.test_predictor_support import synthetic_image, tiny_sam_pair
-
-
-@pytest.fixture(scope="module")
-def models():
-    return tiny_sam_pair()
-
-
-@pytest.fixture(scope="module")
-def model(models):
-    return models[0]
-
-
-@pytest.fixture(scope="module")
-def official_model(models):
-    return models[1]
+from tests.test_predictor_support import synthetic_image
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,7 @@ import pytest
 import torch
 
 from sam_widget.predictor import Engine, Prediction, Predictor, select_device, select_precision
-from tests.test_predictor_support import synthetic_image, tiny_sam_pair
-
-
-@pytest.fixture(scope="module")
-def models():
-    return tiny_sam_pair()
-
-
-@pytest.fixture(scope="module")
-def model(models):
-    return models[0]
-
-
-@pytest.fixture(scope="module")
-def official_model(models):
-    return models[1]
+from tests.test_predictor_support import synthetic_image
 
 
 @pytest.fixture(scope="module")
