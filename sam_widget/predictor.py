@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from sam_widget.images import to_rgb
+from sam_widget.models.transformer import TwoWayAttentionBlock
 
 Shape = tuple[int, int]
 
@@ -361,12 +362,8 @@ def _two_way_block(
     context: _ImageContext | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One TwoWayAttentionBlock; ``context`` supplies the precomputed image side of layer 0."""
-    if layer.skip_first_layer_pe:
-        queries = layer.self_attn(q=queries, k=queries, v=queries)
-    else:
-        q = queries + query_pe
-        queries = queries + layer.self_attn(q=q, k=q, v=queries)
-    queries = layer.norm1(queries)
+    # called unbound: any block with the official structure (e.g. segment_anything's) works
+    queries = TwoWayAttentionBlock.token_self_attention(layer, queries, query_pe)
 
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
     q = queries + query_pe

@@ -80,6 +80,16 @@ class TwoWayAttentionBlock(nn.Module):
         )
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def token_self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        """The block's first step, on the prompt tokens alone (B, Nt, C): self-attention (with
+        no positional term and no residual in the first block), then ``norm1``."""
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q=q, k=q, v=queries)
+        return self.norm1(queries)
+
     def forward(
         self,
         queries: torch.Tensor,
@@ -88,12 +98,7 @@ class TwoWayAttentionBlock(nn.Module):
         key_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries/query_pe (B, Nt, C) prompt tokens, keys/key_pe (B, HW, C) image tokens."""
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q=q, k=q, v=queries)
-        queries = self.norm1(queries)
+        queries = self.token_self_attention(queries, query_pe)
 
         k = keys + key_pe  # (B, HW, C)
         q = queries + query_pe
