@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -186,6 +186,95 @@ def upscale_logits(
     if tuple(output_size) != tuple(input_size):
         x = F.interpolate(x, tuple(output_size), mode="bilinear", align_corners=False)
     return x.reshape(*lead, *x.shape[-2:])
+
+
+# Masks straight from the low-res logits (CPU). The official postprocessing is two bilinear
+# resizes (to the padded square, crop, to the output size) and a threshold; each step is
+# linear along each axis, so the whole chain is one (out, low) matrix per axis, and
+# masks = (A @ logits @ B^T) > threshold. Each output pixel depends on at most 3x3 low-res
+# logits, so both products run in bands over the few low-res rows/columns each block of
+# output needs, and each block is thresholded while it is still in cache: the full-size float
+# logits (26 MB for 3 masks at 1200x1800) are never written out. Logits agree with
+# `upscale_logits` within float rounding (composed weights), so masks can differ only where
+# |logit - threshold| is about 1e-5 of the logits' scale.
+
+_MASK_ROWS = 64  # output rows per block of the vertical pass
+_MASK_COLS = 256  # output columns per block of the horizontal pass
+_MASK_GROUP = 3  # masks resized together: bounds the intermediate (group, rows, W) floats
+
+
+def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """(out, in) float64 weights of ``F.interpolate(mode="bilinear", align_corners=False)``
+    along one axis: source x = (i + 0.5) * in / out - 0.5, clamped at 0, two taps."""
+    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    lo = np.minimum(src.astype(np.int64), in_size - 1)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = src - lo
+    m = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, lo), 1.0 - frac)
+    np.add.at(m, (rows, hi), frac)
+    return m
+
+
+def _bands(matrix: np.ndarray, step: int) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """Split an (out, in) resize matrix into blocks of ``step`` output indices:
+    (out0, out1, in0, in1, float32 weights (out1 - out0, in1 - in0)) over the inputs used."""
+    bands = []
+    for start in range(0, matrix.shape[0], step):
+        block = matrix[start : start + step]
+        used = np.flatnonzero(block.any(axis=0))
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        weights = torch.from_numpy(np.ascontiguousarray(block[:, lo:hi], dtype=np.float32))
+        bands.append((start, start + len(block), lo, hi, weights))
+    return bands
+
+
+@lru_cache(maxsize=16)
+def _mask_plan(low: Shape, input_size: Shape, output_size: Shape, image_size: int):
+    """Per axis: the composed (output, low-res) resize, split into bands."""
+    axes = []
+    for low_n, crop, out in zip(low, input_size, output_size, strict=True):
+        m = _bilinear_matrix(image_size, low_n)[:crop]  # low-res -> padded square, cropped
+        if out != crop:
+            m = _bilinear_matrix(out, crop) @ m
+        axes.append(m[:, : int(np.flatnonzero(m.any(axis=0))[-1]) + 1])  # low-res used
+    rows, cols = axes
+    vertical = _bands(rows, _MASK_ROWS)
+    horizontal = [
+        (a, b, lo, hi, w.t().contiguous()) for a, b, lo, hi, w in _bands(cols, _MASK_COLS)
+    ]
+    return rows.shape[1], cols.shape[1], vertical, horizontal
+
+
+def logits_to_masks(
+    logits: torch.Tensor,
+    input_size: Shape,
+    output_size: Shape,
+    threshold: float = 0.0,
+    image_size: int = 1024,
+) -> np.ndarray:
+    """Bool masks (..., H, W) from CPU low-res logits (..., 256, 256): the official
+    postprocessing and threshold, without the full-size float logits (see above)."""
+    lead = logits.shape[:-2]
+    low = tuple(logits.shape[-2:])
+    height, width = (int(n) for n in output_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"masks need a positive size, got {height}x{width}")
+    n_rows, n_cols, vertical, horizontal = _mask_plan(
+        low, tuple(input_size), (height, width), image_size
+    )
+    x = logits.reshape(-1, *low).float()[:, :n_rows, :n_cols]
+    masks = np.empty((x.shape[0], height, width), dtype=bool)
+    for g in range(0, x.shape[0], _MASK_GROUP):
+        part = x[g : g + _MASK_GROUP]
+        across = part.new_empty(part.shape[0], n_rows, width)  # horizontal pass done
+        for c0, c1, lo, hi, weights in horizontal:
+            across[:, :, c0:c1] = part[:, :, lo:hi] @ weights
+        for r0, r1, lo, hi, weights in vertical:
+            block = weights @ across[:, lo:hi]  # (group, r1 - r0, W)
+            np.greater(block.numpy(), threshold, out=masks[g : g + _MASK_GROUP, r0:r1])
+    return masks.reshape(*lead, height, width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -757,9 +846,11 @@ class Predictor:
 
         def to_masks(size: Shape) -> np.ndarray:
             with torch.no_grad():
+                if low_res.device.type == "cpu":
+                    return logits_to_masks(
+                        low_res, state.input_size, size, threshold, self.image_size
+                    )
                 logits = upscale_logits(low_res, state.input_size, size, self.image_size)
-                if logits.device.type == "cpu":  # numpy's comparison is about 2x torch's here
-                    return logits.numpy() > threshold
                 return (logits > threshold).cpu().numpy()
 
         return Prediction(

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from sam_widget.predictor import Engine, Prediction, Predictor, select_device, select_precision
+from sam_widget.predictor import (
+    Engine,
+    Prediction,
+    Predictor,
+    logits_to_masks,
+    select_device,
+    select_precision,
+    upscale_logits,
+)
 from tests.test_predictor_support import synthetic_image
 
 
@@ -157,6 +165,38 @@ def test_masks_at_any_size(pair, model):
     assert (small == ref.numpy()).mean() >= 0.999
     full = pred.masks
     assert pred.masks_at(240, 320) is full  # the full size is computed once
+
+
+@pytest.mark.parametrize(
+    "input_size, output_size",
+    [
+        ((683, 1024), (1200, 1800)),  # landscape, upscaled
+        ((1024, 683), (1800, 1200)),  # portrait
+        ((768, 1024), (768, 1024)),  # output = the resized image: one resize only
+        ((1024, 1024), (300, 301)),  # downscaled, odd size
+        ((1024, 1024), (1, 1)),
+        ((512, 1024), (2050, 4100)),  # larger than the bands
+    ],
+)
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_logits_to_masks_is_the_official_postprocessing(input_size, output_size, threshold):
+    """The composed banded resize gives the masks of ``upscale_logits(...) > threshold``
+    wherever the logit is not within float rounding of the threshold, for any lead axes."""
+    gen = torch.Generator().manual_seed(1)
+    # smooth logits with a large range, so the masks have long, curved boundaries
+    noise = torch.randn(2, 3, 64, 64, generator=gen) * 8
+    logits = torch.nn.functional.interpolate(noise, (256, 256), mode="bicubic")
+    masks = logits_to_masks(logits, input_size, output_size, threshold)
+    ref = upscale_logits(logits, input_size, output_size)
+    assert masks.shape == (2, 3, *output_size) and masks.dtype == bool
+    clear = (ref - threshold).abs() > 1e-5 * logits.abs().max()
+    np.testing.assert_array_equal(masks[clear.numpy()], (ref > threshold)[clear].numpy())
+    assert clear.float().mean() > 0.999  # the comparison covers nearly every pixel
+
+
+def test_logits_to_masks_refuses_an_empty_size():
+    with pytest.raises(ValueError, match="positive size"):
+        logits_to_masks(torch.zeros(3, 256, 256), (1024, 1024), (0, 5))
 
 
 def test_engine_interface(pair):
