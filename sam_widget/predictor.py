@@ -528,29 +528,32 @@ def _upscaled_masks(
     convolutions do not overlap, so each is a matrix product, and embedding pixel (i, j)
     becomes the 4x4 block at rows 4i + 2di + ei, columns 4j + 2dj + ej. A few embedding rows
     at a time, so the 32-channel features at 16x the pixels (8 MB per prompt) never leave the
-    cache; this is the decoder's most memory-bound part.
+    cache; this is the decoder's most memory-bound part. The pixel shuffle costs two cheap
+    copies: the first convolution's output is reordered to rows (i, di, j, dj) while it has
+    4x the pixels, and the second runs once per ei, so each product with the hypernetwork
+    comes out as whole output rows 4i + 2di + ei in (j, dj, ej) order.
     """
     b, m = hyper.shape[:2]
     c = keys.shape[-1]
     conv1, norm, act1, conv2, act2 = dec.output_upscaling
     c1, c2 = conv1.out_channels, conv2.out_channels
     w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (C, (di, dj, c1))
-    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)  # (c1, (ei, ej, c2))
-    b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(4)
+    w2 = conv2.weight.permute(0, 2, 3, 1)  # (c1, ei, ej, c2)
+    w2 = [w2[:, ei].reshape(c1, 2 * c2) for ei in (0, 1)]  # (c1, (ej, c2)) per ei
+    b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(2)
     keys = keys.view(b, h, w, c)
-    out = keys.new_empty(b, m, 4 * h, 4 * w)
+    out = keys.new_empty(b, m, h, 2, 2, 4 * w)  # rows (i, di, ei), columns (j, dj, ej)
     for i in range(b):
         for r in range(0, h, _UPSCALE_ROWS):
             rows = min(_UPSCALE_ROWS, h - r)
             x = torch.addmm(b1, keys[i, r : r + rows].reshape(-1, c), w1)  # (n, 4*c1)
-            x = F.layer_norm(x.view(-1, 4, c1), (c1,), norm.weight, norm.bias, norm.eps)
-            x = torch.addmm(b2, act1(x).view(-1, c1), w2)  # (4n, 4*c2)
-            x = act2(x.view(-1, c2))  # (16n, c2) in (i, j, di, dj, ei, ej) order
-            block = (hyper[i] @ x.t()).view(m, rows, w, 2, 2, 2, 2)
-            out[i, :, 4 * r : 4 * (r + rows)] = block.permute(0, 1, 3, 5, 2, 4, 6).reshape(
-                m, 4 * rows, 4 * w
-            )
-    return out
+            x = F.layer_norm(x.view(rows, w, 2, 2, c1), (c1,), norm.weight, norm.bias, norm.eps)
+            x = act1(x).transpose(1, 2).reshape(-1, c1)  # rows (i, di, j, dj)
+            for ei in (0, 1):
+                y = act2(torch.addmm(b2, x, w2[ei]))  # (4n, (ej, c2))
+                y = hyper[i] @ y.view(-1, c2).t()  # (M, (i, di, j, dj, ej))
+                out[i, :, r : r + rows, :, ei] = y.view(m, rows, 2, 4 * w)
+    return out.view(b, m, 4 * h, 4 * w)
 
 
 # --------------------------------------------------------------------------------------------
