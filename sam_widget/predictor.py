@@ -247,6 +247,7 @@ def _mask_plan(low: Shape, input_size: Shape, output_size: Shape, image_size: in
     return rows.shape[1], cols.shape[1], vertical, horizontal
 
 
+@torch.no_grad()
 def logits_to_masks(
     logits: torch.Tensor,
     input_size: Shape,
