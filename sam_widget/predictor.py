@@ -203,17 +203,30 @@ _MASK_COLS = 256  # output columns per block of the horizontal pass
 _MASK_GROUP = 3  # masks resized together: bounds the intermediate (group, rows, W) floats
 
 
-def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
-    """(out, in) float64 weights of ``F.interpolate(mode="bilinear", align_corners=False)``
-    along one axis: source x = (i + 0.5) * in / out - 0.5, clamped at 0, two taps."""
+def _bilinear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``F.interpolate(mode="bilinear", align_corners=False)`` along one axis: output i is
+    (1 - frac) * x[lo] + frac * x[hi], from source position (i + 0.5) * in / out - 0.5
+    clamped at 0."""
     src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
     lo = np.minimum(src.astype(np.int64), in_size - 1)
     hi = np.minimum(lo + 1, in_size - 1)
-    frac = src - lo
-    m = np.zeros((out_size, in_size))
-    rows = np.arange(out_size)
-    np.add.at(m, (rows, lo), 1.0 - frac)
-    np.add.at(m, (rows, hi), frac)
+    return lo, hi, src - lo
+
+
+def _resize_matrix(low: int, image_size: int, crop: int, out: int) -> np.ndarray:
+    """(out, low) float64 weights, along one axis, of the official postprocessing: low-res
+    -> the padded ``image_size`` square, keep the first ``crop``, -> ``out``."""
+    lo, hi, frac = (a[:crop] for a in _bilinear_taps(image_size, low))
+    taps = [(lo, 1.0 - frac), (hi, frac)]  # per cropped index: low-res index, weight
+    if out != crop:  # each output mixes two cropped indices, so four low-res taps
+        lo2, hi2, frac2 = _bilinear_taps(out, crop)
+        taps = [(i[lo2], w[lo2] * (1.0 - frac2)) for i, w in taps] + [
+            (i[hi2], w[hi2] * frac2) for i, w in taps
+        ]
+    m = np.zeros((out, low))
+    rows = np.arange(out)
+    for index, weight in taps:
+        np.add.at(m, (rows, index), weight)  # add: taps can coincide (clamped at the edge)
     return m
 
 
@@ -235,9 +248,7 @@ def _mask_plan(low: Shape, input_size: Shape, output_size: Shape, image_size: in
     """Per axis: the composed (output, low-res) resize, split into bands."""
     axes = []
     for low_n, crop, out in zip(low, input_size, output_size, strict=True):
-        m = _bilinear_matrix(image_size, low_n)[:crop]  # low-res -> padded square, cropped
-        if out != crop:
-            m = _bilinear_matrix(out, crop) @ m
+        m = _resize_matrix(low_n, image_size, crop, out)
         axes.append(m[:, : int(np.flatnonzero(m.any(axis=0))[-1]) + 1])  # low-res used
     rows, cols = axes
     vertical = _bands(rows, _MASK_ROWS)
