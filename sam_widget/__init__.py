@@ -21,12 +21,12 @@ _EXPORTS = {
     "ClassicPredictor": "sam_widget.classic",
     "SamWidget": "sam_widget.widget",
 }
-_SUBMODULES = {"export", "plot", "images", "weights", "models", "codec", "classic"}
+_SUBMODULES = {"export", "plot", "images", "weights", "models", "codec", "classic", "train"}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import classic, codec, export, images, models, plot, weights  # noqa: F401
+    from . import classic, codec, export, images, models, plot, train, weights  # noqa: F401
     from .automatic import MaskGenerator  # noqa: F401
     from .classic import ClassicPredictor  # noqa: F401
     from .models import build_sam  # noqa: F401

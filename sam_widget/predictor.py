@@ -694,6 +694,16 @@ class Predictor:
             self._cache.clear()
             self._cache_used = 0
 
+    def refresh(self) -> None:
+        """Forget what was derived from the prompt encoder's and mask decoder's weights; call
+        after changing them in place (``sw.train.finetune`` does). Cached embeddings stay:
+        they depend on the image encoder only (after changing that, ``clear_cache``)."""
+        with self._lock:
+            states = [*self._cache.values(), *([self._state] if self._state else [])]
+        for state in states:
+            with state.context_lock:
+                state.context.clear()
+
     @property
     def cache_info(self) -> dict[str, int]:
         """{"entries", "bytes", "max_bytes", "hits", "misses"} of the embedding cache."""

@@ -607,6 +607,7 @@ def load_model(
     device: Any = None,
     *,
     progress: bool = True,
+    finetuned: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Build ``variant`` (``sam_widget.models.build_sam``) and load official weights into it.
 
@@ -619,6 +620,8 @@ def load_model(
         device: where to put the model ("cpu", "cuda", a torch.device); default: CUDA, then
             MPS, then CPU.
         progress: show a progress bar while downloading.
+        finetuned: a file written by ``sw.train.save``: its fine-tuned parts replace the
+            base's (refused when the file was made for another base; see ``sw.train.load``).
 
     Returns the model in eval mode. Raises ``CheckpointError`` with what to do when the file is
     missing, truncated, unsafe or for another variant.
@@ -677,6 +680,10 @@ def load_model(
             f"{_short_list(mismatched)}"
         )
     model.load_state_dict(state, strict=True)
+    if finetuned is not None:
+        from sam_widget.train.checkpoint import load as apply_finetuned
+
+        apply_finetuned(model, finetuned)
     if device is None:
         device = _default_device()
     return model.to(torch.device(device)).eval()
