@@ -3,7 +3,8 @@
 Executed with nbclient in a fresh kernel, kept cheap and hermetic by environment variables
 the notebooks read: ``SAM_WIDGET_MODEL=classic`` pins what ``model="auto"`` means (nothing is
 downloaded), ``SAM_WIDGET_NOTEBOOK_VARIANT=mobile_sam`` makes the teaching notebook's
-random-weight SAM the small one, ``SAM_WIDGET_NOTEBOOK_GRID=4`` shrinks everything mode. An
+random-weight SAM the small one, ``SAM_WIDGET_NOTEBOOK_GRID=4`` shrinks everything mode,
+``SAM_WIDGET_NOTEBOOK_SMALL=1`` runs the data-engine notebook on a tiny model and dataset. An
 empty checkpoint folder and torch hub make sure no cached weights are picked up.
 """
 
@@ -21,7 +22,9 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_the_notebooks_are_all_here():
-    assert {p.name for p in NOTEBOOKS} == {"quickstart.ipynb", "colab.ipynb", "teaching.ipynb"}
+    assert {p.name for p in NOTEBOOKS} == {
+        "quickstart.ipynb", "colab.ipynb", "teaching.ipynb", "data_engine.ipynb"
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -46,6 +49,7 @@ def test_runs_headless_without_errors(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SAM_WIDGET_MODEL", "classic")
     monkeypatch.setenv("SAM_WIDGET_NOTEBOOK_VARIANT", "mobile_sam")
     monkeypatch.setenv("SAM_WIDGET_NOTEBOOK_GRID", "4")
+    monkeypatch.setenv("SAM_WIDGET_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("SAM_WIDGET_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     nb = nbformat.read(path, as_version=4)

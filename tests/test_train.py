@@ -208,6 +208,10 @@ def test_finetune_straight_from_an_annotation_widget(shapes):
         np.testing.assert_allclose(new, fresh.predict(points=[(10, 10)], labels=[1]).logits,
                                    atol=1e-4)
         assert not np.allclose(old, new)
+        # measuring other images through the widget's predictor leaves its image in place
+        embedding = predictor.embedding.clone()
+        sw.train.evaluate(sam, images[1:2], masks[1:2], clicks=1, predictor=predictor)
+        assert torch.equal(predictor.embedding, embedding)
     finally:
         w.close()
 

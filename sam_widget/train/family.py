@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sam_widget.predictor import Predictor, resize_longest_side
@@ -62,13 +63,20 @@ class Sam1:
         """Ground-truth masks in the low-res logits' frame: (N, low, low) float 0/1.
 
         Each mask is resized like the image (to ``input_size``), padded like the image, and
-        averaged over the 4x4 input pixels of each low-res cell (inside when half is)."""
+        averaged over the 4x4 input pixels of each low-res cell (inside when half is). An
+        object smaller than that keeps its fullest cell, so it still has a prompt to draw."""
         h, w = enc.input_size
-        out = torch.zeros(len(masks), self.image_size, self.image_size)
-        x = torch.from_numpy(np.stack(masks)).float()[:, None]  # (N, 1, H, W)
-        out[:, :h, :w] = torch.nn.functional.interpolate(x, (h, w), mode="bilinear")[:, 0]
         f = self.image_size // self.low_res
-        return (torch.nn.functional.avg_pool2d(out[:, None], f)[:, 0] > 0.5).float()
+        targets = torch.zeros(len(masks), self.low_res, self.low_res)
+        for i, mask in enumerate(masks):  # one at a time: a full-size float each
+            x = torch.from_numpy(mask).float()[None, None]  # (1, 1, H, W)
+            x = F.interpolate(x, (h, w), mode="bilinear", antialias=True)
+            x = F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
+            cover = F.avg_pool2d(x, f)[0, 0]  # (low, low): the fraction inside
+            targets[i] = (cover > 0.5).float()
+            if not targets[i].any():
+                targets[i].view(-1)[cover.argmax()] = 1.0
+        return targets
 
     # ---- images -------------------------------------------------------------------------------
 

@@ -87,6 +87,19 @@ def trainable(sam: Any, parts: Sequence[str]) -> Iterator[list[torch.nn.Paramete
         sam.eval()
 
 
+@contextmanager
+def keeping_current_image(predictor: Predictor | None) -> Iterator[None]:
+    """Encoding through a predictor moves its current image; a widget answering prompts with
+    the same predictor must find its own image there afterwards."""
+    current = getattr(predictor, "_state", None)
+    try:
+        yield
+    finally:
+        if predictor is not None:
+            with predictor._lock:
+                predictor._state = current
+
+
 def _parts(family: Any, parts: str | Sequence[str]) -> tuple[str, ...]:
     parts = (parts,) if isinstance(parts, str) else tuple(parts)
     unknown = [p for p in parts if p not in family.parts]
@@ -219,6 +232,7 @@ def finetune(
     objects_per_step: int = 8,
     lr: float = 1e-4,
     weight_decay: float = 0.01,
+    warmup: int | None = None,
     box_probability: float = 0.5,
     clicks: int = 5,
     seed: int = 0,
@@ -240,7 +254,7 @@ def finetune(
         validation: fraction of the images held out to measure before and after (0: none).
         rounds: simulated prompts per object and step (1 first prompt + corrective points).
         objects_per_step: objects of the step's image trained together.
-        lr, weight_decay: AdamW's.
+        lr, weight_decay: AdamW's; ``warmup`` steps of linear warm-up (default a tenth).
         box_probability: how often the first prompt is a noisy box instead of a point.
         clicks: the measurement's clicks per object (``report.before[1..clicks]``).
         seed: the random draws (split, prompts, order); the same seed repeats a run on a CPU.
@@ -266,14 +280,21 @@ def finetune(
     else:
         pred = _predictor_for(sam, images, predictor, store)
     sam.eval()
-    train_set = _prepare(family, pred, train, encoder_trained, progress, "encoding (train)")
-    held_set = _prepare(family, pred, held, encoder_trained, progress, "encoding (held out)")
+    with keeping_current_image(pred):
+        train_set = _prepare(family, pred, train, encoder_trained, progress, "encoding (train)")
+        held_set = _prepare(family, pred, held, encoder_trained, progress, "encoding (held out)")
     before = measure(family, held_set, clicks, device) if held_set else {}
 
     with trainable(sam, parts) as trained:
         optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=weight_decay)
+        if warmup is None:
+            warmup = steps // 10
+        # linear warm-up (as SAM was trained): no early step saturates the logits
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda k: min(1.0, (k + 1) / (warmup + 1))
+        )
         losses = _train(
-            family, train_set, optimizer, trained, steps=steps, rounds=rounds,
+            family, train_set, optimizer, schedule, trained, steps=steps, rounds=rounds,
             objects_per_step=objects_per_step, box_probability=box_probability, rng=rng,
             device=device, progress=progress,
         )
@@ -301,7 +322,7 @@ def finetune(
     )
 
 
-def _train(family, train_set, optimizer, trained, *, steps, rounds, objects_per_step,
+def _train(family, train_set, optimizer, schedule, trained, *, steps, rounds, objects_per_step,
            box_probability, rng, device, progress) -> list[float]:
     cell = family.image_size / family.low_res  # input pixels per low-res cell
     losses: list[float] = []
@@ -321,6 +342,7 @@ def _train(family, train_set, optimizer, trained, *, steps, rounds, objects_per_
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            schedule.step()
             losses.append(loss_value)
             running = loss_value if running is None else 0.9 * running + 0.1 * loss_value
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
