@@ -92,7 +92,7 @@ def bench_step(args) -> None:
                 image_embeddings=enc.embedding, image_pe=pe.get_dense_pe(),
                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                 multimask_output=True)
-            sam_loss(logits, iou, t).backward()
+            sam_loss(logits, iou, t)[0].backward()
         return run
 
     med = {name: [] for name in ("ours", "official")}

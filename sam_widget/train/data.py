@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from sam_widget.images import to_rgb
-
 
 @dataclass
 class Example:
