@@ -143,8 +143,11 @@ def from_coco(path: str | os.PathLike[str]) -> list[Example]:
         if not file.is_file() and (folder / "images" / im["file_name"]).is_file():
             file = folder / "images" / im["file_name"]
         if not file.is_file():
-            raise FileNotFoundError(f"{path} names the image {im['file_name']!r}, not found "
-                                    f"in {folder}")
+            raise FileNotFoundError(
+                f"{path} names the image {im['file_name']!r}, not found in {folder} (a folder "
+                "saved from in-memory images holds annotations only): put the image files "
+                "there, or pass images and masks: finetune(sam, images, masks)"
+            )
         examples.append(Example(file, masks, im["file_name"]))
     return examples
 
