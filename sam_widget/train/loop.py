@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ class Report:
     validation_images: int
     validation_objects: int
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         def curve(d: dict[int, float]) -> str:
@@ -238,7 +237,8 @@ def finetune(
         parts: what is trained, any of "mask_decoder", "prompt_encoder", "image_encoder";
             the rest stays frozen (bit-identical, no gradient reaches it).
         steps: optimizer steps (default: 10 per training image, at least 20).
-        validation: fraction of the images held out to measure before and after (0: none).
+        validation: fraction of the images held out to measure before and after (0: none;
+            with a single image, a fraction of its objects).
         rounds: simulated prompts per object and step (1 first prompt + corrective points).
         objects_per_step: objects of the step's image trained together.
         lr, weight_decay: AdamW's; ``warmup`` steps of linear warm-up (default a tenth).
@@ -275,7 +275,7 @@ def finetune(
         optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=weight_decay)
         if warmup is None:
             warmup = steps // 10
-        # linear warm-up (as SAM was trained): no early step saturates the logits
+        # linear warm-up, as SAM was trained
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda k: min(1.0, (k + 1) / (warmup + 1))
         )
