@@ -5,10 +5,13 @@ training step costs milliseconds, not seconds) and the real-width prompt encoder
 decoder, trained on generated coloured shapes over textured backgrounds. One decoder
 fine-tuning run is shared by the module.
 
-What is NOT asserted: a held-out mIoU gain. From a random decoder the first hundreds of steps
-collapse to empty masks before the decoder learns to localise a click (see
-benchmarks/bench_train.py --seeds): within this suite's budget the gain is not reliable, so
-the test checks the measurement itself, not its direction.
+The held-out gain needs a model that can learn within the budget: at the real decoder width
+and an 8x8 embedding the first hundreds of steps collapse to empty masks and 60 steps buy
+nothing. So the gain is asserted on its own run: a narrow decoder (64 channels, 8 channels per
+mask pixel) at a 256-pixel input (16x16 embedding, 64x64 logits), 60 generated images (40
+trained on, 20 held out) and 1500 steps; its held-out one-click mIoU stays near 0.07 for
+about 900 steps, then the decoder learns to localise a click (benchmarks/bench_train.py
+--seeds --learn).
 """
 
 from __future__ import annotations
@@ -34,6 +37,35 @@ STEPS = 60
 
 def small_config():
     return tiny_config().with_encoder(img_size=IMAGE_SIZE)
+
+
+LEARN_IMAGES = 60  # the gain's run: generated images (a third held out) ...
+LEARN_STEPS = 1500  # ... and steps
+
+
+def narrow_config():
+    """A SAM with a narrow decoder (64 channels) at a 256-pixel input: a 16x16 embedding and
+    a training step of ~25 ms on one core, so the decoder learns within a test's budget."""
+    from dataclasses import replace
+
+    config = tiny_config().with_encoder(img_size=256, out_chans=64)
+    return replace(config, prompt_embed_dim=64, decoder_num_heads=4, decoder_mlp_dim=256,
+                   iou_head_hidden_dim=64)
+
+
+def learn(seed: int = 0):
+    """(report) of the gain's run: a random narrow SAM's decoder fine-tuned with ``seed``."""
+    images, masks = shapes_dataset(LEARN_IMAGES, size=(96, 128), seed=0)
+    torch.manual_seed(seed)
+    sam = sw.build_sam(narrow_config())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # its ops are tiny: two threads made it 8x slower on 2 busy cores
+    try:
+        return sw.train.finetune(sam, images, masks, steps=LEARN_STEPS, lr=1e-3, rounds=2,
+                                 objects_per_step=4, validation=0.34, clicks=1,
+                                 progress=False, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def small_sam(seed: int = 0):
@@ -80,6 +112,17 @@ def test_decoder_finetuning_lowers_the_training_loss_and_measures_held_out_click
         assert all(0.0 <= v <= 1.0 for v in curve.values())
     assert report.before != report.after  # measured again with the trained decoder
     assert "mIoU by clicks" in repr(report)
+
+
+def test_decoder_finetuning_raises_held_out_one_click_miou():
+    report = learn(0)
+    assert report.validation_images == 20 and report.steps == LEARN_STEPS
+    # benchmarks/bench_train.py --seeds 5 --learn: one-click mIoU 0.00-0.08 before, gains
+    # +0.13 to +0.27 after (seed 0: 0.080 -> 0.228); asserted: well inside the smallest
+    gain = report.after[1] - report.before[1]
+    assert gain > 0.08, report
+    first, last = np.mean(report.losses[:100]), np.mean(report.losses[-100:])
+    assert last < 0.6 * first, report
 
 
 def test_frozen_parts_stay_bit_identical_and_the_trained_part_changes(run):
