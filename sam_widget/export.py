@@ -12,11 +12,21 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - served lazily by __getattr__ below
+    from sam_widget.export_dataset import (  # noqa: F401
+        dataset_to_coco,
+        load_annotations,
+        replay_dataset,
+        save_dataset,
+    )
 
 __all__ = [
     "encode_rle",
@@ -30,7 +40,28 @@ __all__ = [
     "save",
     "load_prompt_log",
     "replay",
+    "write_atomic",
+    "safe_file_name",
+    "target_kind",
+    # dataset exports (sam_widget.export_dataset), reachable here too
+    "dataset_to_coco",
+    "save_dataset",
+    "load_annotations",
+    "replay_dataset",
 ]
+
+_DATASET_NAMES = {"dataset_to_coco", "save_dataset", "load_annotations", "replay_dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    # The dataset exports live in their own module (export_dataset.py imports this one, so a
+    # top-level import here would be circular); ``sw.export.save_dataset`` works all the same.
+    if name in _DATASET_NAMES:
+        from sam_widget import export_dataset
+
+        return getattr(export_dataset, name)
+    raise AttributeError(f"module 'sam_widget.export' has no attribute {name!r}")
+
 
 # --------------------------------------------------------------------------------------------
 # RLE
@@ -415,6 +446,111 @@ def cutout(image: Any, mask: Any, *, crop: bool = True) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# files: atomic writes, safe names, file-or-folder
+
+
+def _open_temp(path: Path) -> Any:
+    """A new, exclusive temporary file beside ``path`` (same folder, so the rename is atomic;
+    created with ``open`` so it gets the umask's permissions, unlike ``mkstemp``'s 0600)."""
+    return open(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"), "xb")
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str | Iterable[bytes]) -> Path:
+    """Write ``data`` to ``path`` so that ``path`` is never half-written: the bytes go to a
+    temporary file in the same folder, which then replaces ``path`` in one ``os.replace``.
+    On any error (a full disk, an exception while producing the chunks, Ctrl-C) the temporary
+    file is removed and ``path`` is left as it was (absent, or its previous complete content).
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    chunks: Iterable[bytes] = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    f = _open_temp(path)
+    tmp = Path(f.name)
+    try:
+        with f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
+
+
+# names a file may not take on Windows, whatever the extension
+_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
+_UNSAFE_CHARS = re.compile(r"[^\w.\- ]+")
+
+
+def safe_file_name(name: str, default: str = "image") -> str:
+    """``name`` reduced to a plain file name that stays inside any folder it is joined to:
+    the last path component only (``/`` and ``\\`` both split), characters other than
+    letters, digits, ``_ - . space`` replaced by ``_``, no leading dots or trailing dots and
+    spaces, not a Windows device name, at most 200 characters; ``default`` if nothing is left.
+    """
+    base = re.split(r"[\\/]", str(name))[-1]
+    clean = _UNSAFE_CHARS.sub("_", base).strip(" .")
+    clean = clean.lstrip(".")[:200].rstrip(" .")
+    if not clean:
+        clean = default
+    if clean.split(".")[0].lower() in _RESERVED:
+        clean = "_" + clean
+    return clean
+
+
+def _inside(folder: Path, name: Any, what: str) -> Path:
+    """``folder / name``, refusing names that would leave ``folder`` (absolute paths, ``..``,
+    links pointing out): a prompt log or a caller cannot make us read or write elsewhere."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{what} must be a non-empty file name, got {str(name)[:200]!r}")
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if path == root or root not in path.parents:
+        raise ValueError(
+            f"{what} {name[:200]!r} points outside the folder {folder}; use a plain file name "
+            "such as 'image.png'"
+        )
+    return path
+
+
+# what ``target_kind`` reads from a path's suffix; anything else is a folder name
+FILE_SUFFIXES = {".json": "json", ".png": "png", ".npy": "npy", ".npz": "npz"}
+
+
+def target_kind(path: str | os.PathLike[str]) -> str:
+    """Whether saving to ``path`` means a folder ("folder") or one file ("json", "png",
+    "npy", "npz"): an existing folder, a path ending in a separator, or a name whose suffix is
+    not one of ``FILE_SUFFIXES`` is a folder, so a new folder may have dots in its name
+    ("run.v2", "2024.06.01"). An existing file that is not one of those formats is an error
+    (it would be replaced by a folder).
+    """
+    text = os.fspath(path)
+    p = Path(text)
+    if p.is_dir() or text.endswith(("/", os.sep)):
+        return "folder"
+    kind = FILE_SUFFIXES.get(p.suffix.lower())
+    if kind is not None:
+        return kind
+    if p.exists():
+        raise ValueError(
+            f"{text} is an existing file, not a folder; save to a folder, or to a .json, .png, "
+            ".npy or .npz file"
+        )
+    return "folder"
+
+
+# --------------------------------------------------------------------------------------------
 # everything at once
 
 
@@ -555,9 +691,14 @@ def replay(
             "this is not the image the prompt log was made on (its pixels differ); pass the "
             "original image"
         )
+    return _replay_objects(engine, rgb, log.get("objects", []))
+
+
+def _replay_objects(engine: Any, rgb: np.ndarray, objects: Sequence[Mapping[str, Any]]) -> list:
+    """Each object's prompt record replayed on ``rgb`` (see ``replay``); one mask each."""
     engine.set_image(rgb)
     masks = []
-    for obj in log.get("objects", []):
+    for obj in objects:
         record = obj.get("prompts") or {}
         steps = record.get("steps") or [record]
         mask_input = None
