@@ -550,28 +550,37 @@ def _inside(folder: Path, name: Any, what: str) -> Path:
     return path
 
 
-# what ``target_kind`` reads from a path's suffix; anything else is a folder name
+# what ``target_kind`` reads from a path's suffix; any other name is a folder name, except the
+# suffixes of common file formats we do not write (a typo for a format, not a folder name)
 FILE_SUFFIXES = {".json": "json", ".png": "png", ".npy": "npy", ".npz": "npz"}
+_OTHER_FILE_SUFFIXES = {
+    *(".txt .csv .tsv .jpg .jpeg .tif .tiff .bmp .gif .webp .pdf .svg .xml .yaml .yml".split()),
+    *(".zip .tar .gz .pkl .pt .pth .h5 .mat .ipynb .py .html".split()),
+}
 
 
 def target_kind(path: str | os.PathLike[str]) -> str:
     """Whether saving to ``path`` means a folder ("folder") or one file ("json", "png",
-    "npy", "npz"): an existing folder, a path ending in a separator, or a name whose suffix is
-    not one of ``FILE_SUFFIXES`` is a folder, so a new folder may have dots in its name
-    ("run.v2", "2024.06.01"). An existing file that is not one of those formats is an error
-    (it would be replaced by a folder).
+    "npy", "npz").
+
+    An existing folder, a path ending in a separator, or a name whose suffix is not a file
+    format is a folder, so a new folder may have dots in its name ("run.v2", "2024.06.01").
+    A format we do not write (".txt", ".jpg"...) or an existing file of another kind is a
+    ``ValueError`` that lists the choices.
     """
     text = os.fspath(path)
     p = Path(text)
     if p.is_dir() or text.endswith(("/", os.sep)):
         return "folder"
-    kind = FILE_SUFFIXES.get(p.suffix.lower())
+    suffix = p.suffix.lower()
+    kind = FILE_SUFFIXES.get(suffix)
     if kind is not None:
         return kind
-    if p.exists():
+    if suffix in _OTHER_FILE_SUFFIXES or p.exists():
+        what = "is an existing file" if p.exists() else f"has the file suffix {suffix}"
         raise ValueError(
-            f"{text} is an existing file, not a folder; save to a folder, or to a .json, .png, "
-            ".npy or .npz file"
+            f"cannot save to {p.name!r}: it {what}; use .json, .png, .npy or .npz for one file, "
+            "or a folder (any other name, or one ending in '/')"
         )
     return "folder"
 

@@ -470,6 +470,8 @@ def test_target_kind_tells_folders_with_dots_from_files(tmp_path):
     assert export.target_kind(f"{tmp_path}/new.json/") == "folder"  # a trailing separator
     (tmp_path / "old.json").mkdir()
     assert export.target_kind(tmp_path / "old.json") == "folder"  # an existing folder
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.v1").write_text("x")
     with pytest.raises(ValueError, match="existing file"):
-        export.target_kind(tmp_path / "notes.txt")
+        export.target_kind(tmp_path / "notes.v1")
+    with pytest.raises(ValueError, match=r"suffix \.txt; use \.json, \.png, \.npy or \.npz"):
+        export.target_kind(tmp_path / "m.txt")
