@@ -658,12 +658,13 @@ class Predictor:
 
     # ---- images ------------------------------------------------------------------------------
 
-    def set_image(self, image: Any) -> None:
+    def set_image(self, image: Any, image_format: str = "RGB") -> None:
         """Encode ``image`` (numpy, PIL image or path; see ``sam_widget.images.to_rgb``).
+        ``image_format="BGR"`` reads an array in OpenCV's channel order (as the official API).
 
         An image whose content was encoded before (and is still cached) is not encoded again.
         """
-        rgb = to_rgb(image)
+        rgb = to_rgb(image, image_format=image_format)
         key = self._cache_key(rgb)
         with self._lock:
             state = self._cache.get(key)
