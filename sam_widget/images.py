@@ -182,6 +182,16 @@ FORMATS = (
     "QOI",
 )
 
+
+def _available_formats() -> list[str]:
+    """``FORMATS`` that this Pillow has plugins for (AVIF needs Pillow 11.3+; Image.open
+    fails on a format id it does not know)."""
+    from PIL import Image
+
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
+
+
 # how a file begins, for naming formats we refuse
 _REFUSED_MAGIC = {
     b"%!PS": "PostScript/EPS (opening it would run Ghostscript)",
@@ -207,7 +217,7 @@ def _decode(source: Any, what: str, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # we apply our own limit (max_pixels) right after the header is read
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source, formats=FORMATS) as image:
+            with Image.open(source, formats=_available_formats()) as image:
                 _check_size(image.size[1], image.size[0], max_pixels, what)
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1 and image.format != "MPO":  # MPO: a photo plus its previews
