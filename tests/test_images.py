@@ -474,3 +474,20 @@ def test_predictor_set_image_takes_opencv_bgr_like_the_official_api():
     predictor.set_image(image[..., ::-1], image_format="BGR")
     predictor.set_image(image)  # the same pixels once the channels are read right: cached
     assert (predictor.cache_info["misses"], predictor.cache_info["hits"]) == (1, 1)
+
+
+def test_an_unreadable_file_says_so_not_corrupt(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "locked.png"
+    Image.fromarray(RGB8).save(path)
+    real_open = Image.open
+
+    def denied(fp, *args, **kwargs):
+        if str(fp) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageError, match="could not be read: Permission denied$"):
+        to_rgb(path)
