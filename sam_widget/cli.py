@@ -157,6 +157,8 @@ def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.port:
+        _check_port_free(args.port)
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
@@ -166,8 +168,6 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 1
     root, what = prepare_demo_dir(args.dir)
-    if args.port:
-        _check_port_free(args.port)
     port = args.port or _free_port()
     token = secrets.token_hex(16)
     print(f"sam-widget demo: {what}", flush=True)
