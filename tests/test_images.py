@@ -424,9 +424,13 @@ def test_multi_frame_files_give_the_first_frame_with_a_warning(tmp_path):
         np.testing.assert_array_equal(out, first)
     single = tmp_path / "one.gif"
     frames[0].save(single)
+    # a phone's MPO JPEG (the photo plus a preview) is one picture: no warning
+    mpo = tmp_path / "phone.jpg"
+    frames[0].save(mpo, format="MPO", save_all=True, append_images=[frames[0].resize((5, 4))])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         to_rgb(single)
+        assert to_rgb(mpo).shape == (8, 10, 3)
 
 
 def test_bgr_arrays_from_opencv(tmp_path):
