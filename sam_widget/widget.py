@@ -294,20 +294,20 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
 
     def add_point(self, x: float, y: float, label: int = 1) -> SamWidget:
         """Add a prompt point (image pixels); returns once the masks reflect it."""
-        self._check_open()
+        self._check_open(image=True)
         cur = self._session.current.current
         points = validate_points([*cur.points, [x, y, label]], *self._size)
         return self._prompt(points, cur.box)
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> SamWidget:
         """Set the prompt box (image pixels); returns once the masks reflect it."""
-        self._check_open()
+        self._check_open(image=True)
         cur = self._session.current.current
         return self._prompt(cur.points, validate_box([x0, y0, x1, y1], *self._size))
 
     def set_prompts(self, points: Any = None, box: Any = None) -> SamWidget:
         """Replace points and box at once; returns once the masks reflect them."""
-        self._check_open()
+        self._check_open(image=True)
         w, h = self._size
         return self._prompt(validate_points(points, w, h), validate_box(box, w, h))
 
@@ -626,10 +626,13 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
                           "w.save(folder) keeps them (it still works after close())",
                           UserWarning, stacklevel=3)
 
-    def _check_open(self) -> None:
+    def _check_open(self, image: bool = False) -> None:
         if self._closed:
             raise ClosedError("this SamWidget was closed: create a new one (w.save(...) and "
                               "w.annotations still work on the closed widget)")
+        if image and self._rgb is None:
+            raise RuntimeError(f"SamWidget: {self._session.current.error}; w.next() or "
+                               "w.goto(i) moves on")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)

@@ -20,6 +20,9 @@ import traitlets as t
 
 import sam_widget as sw
 from sam_widget.codec import decode_masks
+from PIL import Image
+
+from sam_widget.session import PromptError
 from sam_widget.widget import MAX_POINTS, ClosedError, SamWidget
 
 
@@ -595,6 +598,7 @@ def test_the_view_may_not_change_kernel_owned_traits(widget):
     ({"points": [[1e9, 1, 1]]}, "outside"),
 ])
 def test_the_views_values_are_range_checked(widget, change, error):
+    widget.wait()
     before = {k: getattr(widget, k) for k in change}
     widget.set_state(change)
     assert {k: getattr(widget, k) for k in change} == before
@@ -609,6 +613,7 @@ def test_python_values_are_range_checked_too(widget):
 
 
 def test_error_messages_quote_little_of_a_bad_value(widget):
+    widget.wait()
     frontend(widget, type="prompt", points=[], box="y" * 100_000)
     assert "box must be" in widget.status and len(widget.status) < 320
 
@@ -708,4 +713,115 @@ def test_a_failed_encode_is_retryable_empties_the_cuda_cache_and_says_what_to_tr
     w.retry()
     w.add_point(110, 100)
     assert w.status == "ready" and len(w.scores) == 3
+    w.close()
+
+
+# ------------------------------------------------------------- a folder of images (issue 12)
+@pytest.fixture
+def folder(tmp_path):
+    for i, (h, w) in enumerate([(60, 80), (70, 90), (50, 60)]):
+        Image.fromarray(scene(h, w)[::1 if i % 2 == 0 else -1]).save(tmp_path / f"img{i}.png")
+    return tmp_path
+
+
+def test_a_folder_is_annotated_image_by_image_with_labels(folder, tmp_path):
+    w = SamWidget(folder, model="classic", labels=["cell", "debris"])
+    assert (w.index, w.count, w.image_name, w.label) == (0, 3, "img0.png", "cell")
+    assert w.labels == ["cell", "debris"] and len(set(w.label_colors)) == 2
+    w.add_point(20, 20)
+    first = w.commit(label="debris")
+    assert first["label"] == "debris" and first["color"] == w.label_colors[1]
+    w.next()
+    assert (w.index, w.image_name, w.image_width, w.objects) == (1, "img1.png", 90, [])
+    w.add_point(30, 30)  # an uncommitted prompt stays with its image
+    w.index = 2  # from Python, like the view's position box
+    w.label = "cell"
+    w.add_point(10, 10)
+    w.commit()
+    w.set_state({"index": 0})  # the view's "Previous" twice
+    assert w.index == 0 and [o["label"] for o in w.objects] == ["debris"]
+    w.goto(1)
+    assert w.points == [[30, 30, 1]]
+    assert {i: [o["label"] for o in objs] for i, objs in w.annotations.items()} == {
+        0: ["debris"], 2: ["cell"]}
+    w.goto(0)
+    w.set_object_label(first["id"], "cell")
+    assert w.objects[0]["label"] == "cell" and w.objects[0]["color"] == w.label_colors[0]
+    w.undo()  # relabelling is undoable
+    assert w.objects[0]["label"] == "debris"
+    with pytest.raises(PromptError, match="unknown label 'tree'"):
+        w.commit(label="tree")
+    with pytest.raises(PromptError, match="out of range"):
+        w.goto(3)
+    coco = w.to_coco()
+    assert [im["file_name"] for im in coco["images"]] == ["img0.png", "img1.png", "img2.png"]
+    assert [(im["height"], im["width"]) for im in coco["images"]] == [(60, 80), (70, 90),
+                                                                     (50, 60)]
+    assert sorted(a["image_id"] for a in coco["annotations"]) == [1, 3]
+    out = w.save(tmp_path / "out")
+    saved = {i: [o["mask"].copy() for o in objs] for i, objs in w.annotations.items()}
+    w.close()  # saved: no warning
+    again = SamWidget(folder, model="classic", annotations=out)
+    assert again.labels == ["cell", "debris"] and not again.session.changed
+    assert {i: [o["label"] for o in objs] for i, objs in again.annotations.items()} == {
+        0: ["debris"], 2: ["cell"]}
+    for i, masks in saved.items():
+        for obj, mask in zip(again.annotations[i], masks, strict=True):
+            np.testing.assert_array_equal(obj["mask"], mask)
+    out2 = again.save(tmp_path / "out2")
+    assert (out2 / "annotations.json").read_text() == (out / "annotations.json").read_text()
+    coco_resumed = SamWidget(folder, model="classic", annotations=out / "annotations.json")
+    assert len(coco_resumed.annotations[2]) == 1
+    again.close()
+    coco_resumed.close()
+
+
+def test_the_next_image_is_prefetched_with_its_own_handle(folder):
+    w = SamWidget(folder, model="classic")
+    w.wait()
+    for _ in range(200):
+        if w.session.image(1).handle is not None:
+            break
+        threading.Event().wait(0.05)
+    assert w.session.image(1).handle is not None and w.stats["prefetched"] >= 1
+    assert "next image ready" in w.message
+    w.predictor.set_image(np.zeros((20, 20, 3), np.uint8))  # another cell: no cross-talk
+    w.next()
+    encodes = w.predictor.encode
+    w.predictor.encode = lambda *a, **k: pytest.fail("the prefetched image was encoded again")
+    try:
+        w.add_point(30, 30)
+    finally:
+        w.predictor.encode = encodes
+    assert w.mask.shape == (70, 90) and len(w.scores) == 3
+    w.close()
+
+
+def test_an_unreadable_image_is_shown_as_an_error_and_the_user_moves_on(folder):
+    (folder / "img1.png").write_bytes(b"\x89PNG broken")
+    w = SamWidget(folder, model="classic")
+    w.goto(1)
+    assert w.status.startswith("error: cannot read image 2 (img1.png)")
+    assert w._image == b""
+    with pytest.raises(RuntimeError, match="cannot read image 2"):
+        w.add_point(1, 1)
+    w.next()
+    w.add_point(10, 10)
+    assert w.status == "ready" and w.index == 2
+    w.close()
+
+
+def test_save_works_while_an_encode_runs(folder, tmp_path):
+    from sam_widget.classic import ClassicPredictor
+
+    engine, gate = ClassicPredictor(), threading.Event()
+    real = engine.encode
+    w = SamWidget(folder, model=engine)
+    w.add_point(20, 20)
+    w.commit()
+    engine.encode = lambda image: gate.wait(30) and real(image)
+    w.next()  # its encode now waits on the gate
+    out = w.save(tmp_path / "during")
+    gate.set()
+    assert (out / "annotations.json").exists() and w.status in ("encoding", "ready")
     w.close()
