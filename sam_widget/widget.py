@@ -17,7 +17,6 @@ import gc
 import logging
 import math
 import threading
-import time
 import uuid
 import warnings
 import weakref
@@ -35,14 +34,18 @@ from .codec import display_size, encode_image, encode_masks
 from .dataset import ArraySource, Dataset, is_dataset_source
 from .images import to_rgb
 from .predictor import Prediction
+from .protocol import VIEW_TRAITS, ViewProtocol  # noqa: F401 - VIEW_TRAITS re-exported
 from .session import (  # noqa: F401 - re-exported: the widget's public error and limits
-    MAX_POINTS, PALETTE, PromptError, Session, quote, validate_box, validate_points,
+    MAX_POINTS,
+    PALETTE,
+    PromptError,
+    Session,
+    quote,
+    validate_box,
+    validate_points,
 )
 from .session import prompt_state as _state
 
-#: traits a view may change (everything else is the kernel's)
-VIEW_TRAITS = frozenset({"points", "box", "selected", "opacity", "hover", "refine", "multimask",
-                         "index", "label"})
 #: decoded images kept in memory (the current one and those around it)
 _RGB_CACHE = 4
 
@@ -66,7 +69,7 @@ class ClosedError(RuntimeError):
     """The widget was closed: make a new one (annotations can still be saved)."""
 
 
-class SamWidget(BackgroundWork, anywidget.AnyWidget):
+class SamWidget(ViewProtocol, BackgroundWork, anywidget.AnyWidget):
     """Segment Anything in a notebook: click or drag on the image, get masks in Python.
 
     ``SamWidget(image_or_dataset, model="auto", labels=None, annotations=None)``: one image
@@ -579,7 +582,7 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
         from . import export
 
         annotations, labels = export.load_annotations(source, list(self._session.names))
-        for index, objects in annotations.items():
+        for objects in annotations.values():
             for obj in objects:
                 if obj.get("label") is not None and obj["label"] not in labels:
                     labels.append(obj["label"])
@@ -695,7 +698,8 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
             dh, dw = (0, 0) if rgb is None else display_size(h, w, self._max_display)
             values = {"index": i, "image_name": img.name, "image_width": w, "image_height": h,
                       "display_width": dw, "display_height": dh,
-                      "_image": b"" if rgb is None else encode_image(rgb, max_size=self._max_display)}
+                      "_image": b"" if rgb is None else encode_image(
+                          rgb, max_size=self._max_display)}
             if img.error:
                 values.update(status=f"error: {img.error}", message=f"error: {img.error}")
             elif not self._encoded():
@@ -824,46 +828,6 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
         timeline.append({"rev": rev, **times})
 
     # trait observers and the view's changes ----------------------------------------------
-    def set_state(self, sync_data: dict) -> None:
-        """A view's trait changes: only `VIEW_TRAITS`, each checked; the rest is undone."""
-        refused = [k for k in sync_data if k not in VIEW_TRAITS]
-        allowed = {k: v for k, v in sync_data.items() if k in VIEW_TRAITS}
-        if self._closed:
-            return
-        for key in list(allowed):
-            try:
-                self._check_view_value(key, allowed[key])
-            except (PromptError, ValueError, TypeError, t.TraitError) as exc:
-                allowed.pop(key)
-                refused.append(key)
-                self._report(exc, f"bad {key} from the view")
-        if refused:
-            self.stats["refused"] += 1
-            if not any(self.status.startswith(f"error: bad {k}") for k in refused):
-                names = ", ".join(quote(k, 40) for k in refused[:5])
-                self._report(PromptError(f"the view may not change {names}"), "refused")
-            self.send_state([k for k in refused if self.has_trait(k)] or None)
-        if allowed:
-            super().set_state(allowed)
-
-    def _check_view_value(self, key: str, value: Any) -> None:
-        w, h = self._size
-        if key == "points":
-            validate_points(value, w, h)
-        elif key == "box":
-            validate_box(value, w, h)
-        elif key == "opacity":
-            _check_opacity(value)
-        elif key in ("hover", "refine", "multimask") and not isinstance(value, bool):
-            raise PromptError(f"{key} must be true or false, got {quote(value)}")
-        elif key == "index":
-            self._session.check_index(value)
-        elif key == "label":
-            self._session.check_label(value)
-        elif key == "selected":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise PromptError(f"selected must be an int, got {quote(value)}")
-
     @t.validate("opacity")
     def _valid_opacity(self, proposal: dict) -> float:
         return _check_opacity(proposal["value"])
@@ -912,94 +876,6 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
                 self._write(points=[list(p) for p in cur.points], box=cur.box)
                 raise
             self._prompt(points, box, wait=False)
-
-    # frontend messages ------------------------------------------------------------------
-    @staticmethod
-    def _field(content: dict, name: str, kind: str) -> Any:
-        if name not in content:
-            raise PromptError(f"{kind} message is missing the field {name!r}")
-        return content[name]
-
-    def _stale(self, client: str, base: Any) -> bool:
-        """Whether a view's message was based on a state that has changed since (by anyone but
-        that view's own later messages)."""
-        if isinstance(base, bool) or not isinstance(base, int):
-            raise PromptError(f"rev must be an int, got {quote(base)}")
-        rev = self._session.rev
-        chain_client, chain_start = self._chain
-        return not (base == rev or (client == chain_client and chain_start <= base <= rev))
-
-    def _on_frontend_msg(self, _widget: Any, content: Any, buffers: list) -> None:
-        if self._closed:
-            return
-        seq = None
-        try:
-            if not isinstance(content, dict):
-                raise PromptError(f"message must be an object, got {type(content).__name__}")
-            kind = self._field(content, "type", "a")
-            client = str(content.get("client", ""))[:64]
-            number = content.get("seq", 0)
-            if isinstance(number, bool) or not isinstance(number, int):
-                raise PromptError(f"seq must be an int, got {quote(number)}")
-            seq = f"{client}:{number}"
-            if kind == "hover":
-                self._request_hover(content)
-                return
-            if kind not in ("prompt", "undo", "redo", "clear", "commit", "object",
-                            "everything"):
-                raise PromptError(f"unknown message type {quote(kind, 60)}")
-            with self._cv:
-                if number <= self._last_seq.get(client, -1):  # out of order: already past it
-                    self.stats["stale"] += 1
-                    return
-                self._last_seq[client] = number
-                if kind != "everything" and self._stale(client, self._field(content, "rev",
-                                                                            kind)):
-                    self.stats["stale"] += 1
-                    self._write(prompt_seq=seq)  # the view drops its local state
-                    return
-                self._handle(kind, content, client, seq)
-        except Exception as exc:  # noqa: BLE001 - never a dead widget: say what was wrong
-            self._report(exc, "bad message from the view")
-            if seq is not None:
-                self._write(prompt_seq=seq)  # handled (refused): the view drops its local state
-
-    def _handle(self, kind: str, content: dict, client: str, seq: str) -> None:
-        if kind == "prompt":
-            w, h = self._size
-            points = validate_points(self._field(content, "points", kind), w, h)
-            box = validate_box(self._field(content, "box", kind), w, h)
-            received = time.time()
-            self._prompt(points, box, client=client, seq=seq, wait=False)
-            self._trace(self._session.rev, received=received)
-        elif kind in ("undo", "redo", "clear"):
-            self._edit(kind, client=client, seq=seq)
-        elif kind == "commit":
-            label = content.get("label", ...)
-            if label is not ...:
-                label = self._session.check_label(label)
-            if self._dirty:  # commit once the current prompts are answered
-                self._pending_commit = True
-            else:
-                self._commit(label=label, client=client)
-            self._write(prompt_seq=seq)
-        elif kind == "object":
-            oid = self._field(content, "id", kind)
-            self._session.current.find(oid)
-            if content.get("delete"):
-                self._object_edit(oid, None, client)
-            elif "label" in content:
-                label = self._session.check_label(content["label"])
-                self._object_edit(oid, {"label": label,
-                                        "color": self._session.color(label, oid)}, client)
-            else:
-                self._object_edit(oid, {"visible": bool(content.get("visible", True))},
-                                  client)
-            self._write(prompt_seq=seq)
-        elif kind == "everything":
-            self._everything = True
-            self._write(prompt_seq=seq)
-            self._kick()
 
 
 def _check_opacity(value: Any) -> float:

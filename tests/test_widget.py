@@ -6,10 +6,10 @@ by the predictor), so these tests show the widget wiring, not segmentation quali
 
 from __future__ import annotations
 
-import math
-import re
 import gc
 import logging
+import math
+import re
 import threading
 import warnings
 import weakref
@@ -17,11 +17,10 @@ import weakref
 import numpy as np
 import pytest
 import traitlets as t
+from PIL import Image
 
 import sam_widget as sw
 from sam_widget.codec import decode_masks
-from PIL import Image
-
 from sam_widget.session import PromptError
 from sam_widget.widget import MAX_POINTS, ClosedError, SamWidget
 
