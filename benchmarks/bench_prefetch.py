@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import sam_widget as sw
+from sam_widget import background
 
 
 def image(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
@@ -30,6 +31,12 @@ def image(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
     img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     img[h // 4: h // 2, w // 4: w // 2] = (220, 200, 40)
     return img
+
+
+def prefetch(p: sw.Predictor, img: np.ndarray) -> None:
+    """An encode the way the widget's prefetch thread runs it (at lower priority)."""
+    background.lower_priority()
+    p.encode(img)
 
 
 def clicks(p: sw.Predictor, handle, n: int) -> list[float]:
@@ -70,7 +77,7 @@ def bench(name: str, n_clicks: int, rounds: int) -> None:
     idle: list[float] = []
     per_round = max(1, n_clicks // rounds)
     for r in range(rounds):
-        encoding = threading.Thread(target=p.encode, args=(image(200 + r),))
+        encoding = threading.Thread(target=prefetch, args=(p, image(200 + r)))
         encoding.start()
         time.sleep(0.05)  # the encode is under way
         done = 0
@@ -93,8 +100,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mobile_sam", "vit_b"])
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2, help="prefetch encodes to click beside")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default); on a machine whose "
+                             "cores are busy with other work, 1 avoids waits at OpenMP barriers")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for name in args.models:
         bench(name, args.clicks, args.rounds)
 
