@@ -32,6 +32,7 @@ import traitlets as t
 from .background import BackgroundWork, logger
 from .codec import display_size, encode_image, encode_masks
 from .dataset import ArraySource, Dataset, is_dataset_source
+from .exporting import Exports
 from .images import to_rgb
 from .predictor import Prediction
 from .protocol import VIEW_TRAITS, ViewProtocol  # noqa: F401 - VIEW_TRAITS re-exported
@@ -69,7 +70,7 @@ class ClosedError(RuntimeError):
     """The widget was closed: make a new one (annotations can still be saved)."""
 
 
-class SamWidget(ViewProtocol, BackgroundWork, anywidget.AnyWidget):
+class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
     """Segment Anything in a notebook: click or drag on the image, get masks in Python.
 
     ``SamWidget(image_or_dataset, model="auto", labels=None, annotations=None)``: one image
@@ -479,116 +480,6 @@ class SamWidget(ViewProtocol, BackgroundWork, anywidget.AnyWidget):
                 obj["color"] = self._session.color(label, obj["id"])
             self._changed(None, objects=True)
         return added
-
-    # --- exports --------------------------------------------------------------------------
-    def to_coco(self, **kwargs: Any) -> dict:
-        """COCO dict: the whole dataset when there are several images (images with file names
-        and sizes, annotations with RLE, categories from the labels); for one image its
-        objects (or else the current mask), as ``sw.export.to_coco`` makes it."""
-        from . import export
-
-        if len(self._session) > 1:
-            return export.dataset_to_coco(self._image_records(), self.annotations,
-                                          list(self._session.labels), **kwargs)
-        masks, scores, prompts = self._export_items()
-        return export.to_coco(masks, scores=scores, prompts=prompts, **kwargs)
-
-    def _image_records(self) -> list[dict]:
-        records = []
-        for i, name in enumerate(self._session.names):
-            h, w = self._image_size(i)
-            records.append({"file_name": name, "height": h, "width": w})
-        return records
-
-    def _image_size(self, i: int) -> tuple[int, int]:
-        objects = self._session.images.get(i)
-        if objects is not None and objects.objects:
-            return tuple(objects.objects[0]["mask"].shape)
-        if i in self._rgbs:
-            return self._rgbs[i].shape[:2]
-        path = self._dataset.source.read(i)
-        if isinstance(path, (str, Path)):
-            from PIL import Image
-
-            with Image.open(path) as im:  # the header only; EXIF 5-8 turn the image
-                w, h = im.size
-                return (w, h) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
-        return self._dataset[i].shape[:2]
-
-    def _export_items(self) -> tuple[np.ndarray, list[float] | None, list[dict]]:
-        """Masks (N, H, W), scores and prompt records of the objects, else of the current mask."""
-        objects = self._session.current.objects
-        if objects:
-            masks = np.stack([o["mask"] for o in objects])
-            scores = [o["score"] for o in objects]
-            prompts = [{"points": o["points"], "box": o["box"], "steps": o.get("steps", []),
-                        "label": o.get("label")} for o in objects]
-        else:
-            masks = self.mask[None]
-            scores = [float(self.scores[self.selected])] if self.scores else None
-            with self._cv:
-                steps = self._session.current.steps(bool(self.refine))
-            prompts = [{"points": self.points, "box": self.box, "steps": steps}]
-        return masks, scores, prompts
-
-    def save(self, path: str | Path) -> Path:
-        """Save the annotations; works at any time, also while an encode runs or after close().
-
-        With several images, ``path`` is a folder: COCO json, YOLO-seg (``labels/`` and
-        ``data.yaml``), label PNGs and the prompt log of every image (`export.save_dataset`;
-        each file written atomically). With one image, a path without a suffix (or an existing
-        folder) gets image, COCO JSON, polygons, label PNG, cut-outs and the prompt log
-        (`export.save`); a file path gets one format by its suffix: .json COCO, .png picture,
-        .npy/.npz masks.
-        """
-        import json
-
-        from . import export
-
-        path = Path(path)
-        if len(self._session) > 1:
-            with self._cv:
-                annotations = self._session.annotations()
-                labels = list(self._session.labels)
-            log = {"engine": self.engine, "refine": bool(self.refine)}
-            out = export.save_dataset(path, self._image_records(), annotations, labels,
-                                      prompt_log=log)
-            self._session.mark_saved()
-            return out
-        suffix = path.suffix.lower()
-        objects = self._session.current.objects
-        if not suffix or path.is_dir():
-            masks, scores, prompts = self._export_items()
-            export.save(path, self.image, masks, scores=scores, prompts=prompts,
-                        extra={"engine": self.engine, "refine": bool(self.refine)})
-        elif suffix in (".json", ".npy", ".npz", ".png"):
-            masks = np.stack([o["mask"] for o in objects]) if objects else self.mask[None]
-            if suffix == ".json":
-                path.write_text(json.dumps(self.to_coco()))
-            elif suffix == ".npy":
-                np.save(path, masks)
-            elif suffix == ".npz":
-                np.savez_compressed(path, masks=masks)
-            else:
-                path.write_bytes(self._render_png(max_size=max(self.image.shape[:2])))
-        else:
-            raise ValueError(
-                f"cannot save {path.name!r}: use .json, .png, .npy or .npz, or a folder"
-            )
-        self._session.mark_saved()
-        return path
-
-    def _resume(self, source: Any) -> None:
-        from . import export
-
-        annotations, labels = export.load_annotations(source, list(self._session.names))
-        for objects in annotations.values():
-            for obj in objects:
-                if obj.get("label") is not None and obj["label"] not in labels:
-                    labels.append(obj["label"])
-        self._session.restore(annotations, labels)
-        self._write(labels=list(self._session.labels), label=self._session.label,
-                    label_colors=[self._session.color(x, 0) for x in self._session.labels])
 
     # --- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
