@@ -208,6 +208,7 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
             self.observe(self._on_prompt_trait, ["points", "box"])
             self.observe(self._on_index, "index")
             self.observe(self._on_label, "label")
+            self.observe(self._on_labels, "labels")
             self._kick()
         except BaseException:
             self._closed = True
@@ -730,6 +731,19 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
 
     def _on_label(self, change: dict) -> None:
         self._session.label = change["new"]
+
+    def _on_labels(self, change: dict) -> None:
+        """``w.labels = [...]`` from Python: new class names (objects keep theirs)."""
+        if self._internal:
+            return
+        from .session import check_labels
+
+        with self._cv:
+            self._session.labels = check_labels(change["new"])
+            label = self.label if self.label in self._session.labels else (
+                self._session.labels[0] if self._session.labels else None)
+            self._write(label_colors=[self._session.color(x, 0) for x in self._session.labels],
+                        label=label)
 
     def _on_index(self, change: dict) -> None:
         if self._internal:

@@ -777,6 +777,8 @@ def test_a_folder_is_annotated_image_by_image_with_labels(folder, tmp_path):
     assert (out2 / "annotations.json").read_text() == (out / "annotations.json").read_text()
     coco_resumed = SamWidget(folder, model="classic", annotations=out / "annotations.json")
     assert len(coco_resumed.annotations[2]) == 1
+    again.labels = ["cell", "debris", "tree"]  # a new class from Python
+    assert len(again.label_colors) == 3 and again.session.labels[-1] == "tree"
     again.close()
     coco_resumed.close()
 
