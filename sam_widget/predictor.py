@@ -713,7 +713,7 @@ class Predictor:
         the image set before.
         """
         try:
-            state = self.encode(image, image_format)
+            state = self.encode(image, image_format=image_format)
         except BaseException:
             with self._lock:
                 self._state = None
