@@ -534,6 +534,8 @@ class DiskCache:
                 continue
             for key in keys:
                 path = os.path.join(images, key)
+                if not os.path.isdir(path):
+                    continue
                 try:
                     used = os.stat(os.path.join(path, "zarr.json")).st_mtime
                 except OSError:
