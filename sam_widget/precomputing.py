@@ -101,8 +101,14 @@ class EncodeWorker:
         precision: str = "float32",
         everything: bool = False,
         everything_options: dict | None = None,
+        threads: int | None = None,
     ) -> None:
         from .predictor import Predictor
+
+        if threads is not None and str(device or "cpu").startswith("cpu"):
+            import torch
+
+            torch.set_num_threads(int(threads))  # CPU sums depend on how threads split them
 
         if isinstance(model, Predictor):
             self.predictor = model
@@ -195,6 +201,9 @@ class _RayEncoder:
     """A Ray Data actor: one model (and worker) per actor, images by index."""
 
     def __init__(self, model, payloads, store, options):
+        import ray
+
+        model, payloads = ray.get([model, payloads])  # object refs: shared, not copied per actor
         self.worker = EncodeWorker(model, store, **options)
         self.payloads = payloads
 
@@ -223,6 +232,8 @@ def _run_ray(
         ) from None
     if not ray.is_initialized():
         ray.init()  # joins $RAY_ADDRESS's cluster if set, else starts one on this machine
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours (tqdm) counts committed images
     gpus = int(ray.cluster_resources().get("GPU", 0))
     resources = dict(worker_options or ({"num_gpus": 1} if gpus else {"num_cpus": 1}))
     size = workers or max(1, gpus or 1)
@@ -319,6 +330,7 @@ def precompute(
     workers: int | None = None,
     worker_options: dict | None = None,
     everything_options: dict | None = None,
+    threads: int | None = None,
     commit_every: int = 32,
     storage_options: dict | None = None,
     on_commit: Callable[[int], None] | None = None,
@@ -342,9 +354,14 @@ def precompute(
             stored embedding is exactly what ``Predictor(precision="float32")`` computes).
         workers, worker_options: Ray only: actors (default: one per GPU, else 1) and each
             actor's resources (default ``{"num_gpus": 1}`` on GPUs, else ``{"num_cpus": 1}``).
+        threads: torch CPU threads per worker process (Ray, process pools). CPU results depend
+            on how a sum is split across threads, so by default workers use this process's
+            count, and on one machine every engine's store is bit for bit the local engine's.
         commit_every: the driver commits after this many images (or every 5 seconds).
         on_commit: called with the number of images committed so far, after each commit.
     """
+    import torch
+
     from .dataset import Dataset
 
     dataset = images if isinstance(images, Dataset) else Dataset(images)
@@ -380,16 +397,18 @@ def precompute(
         "everything_options": everything_options,
     }
     if engine == "local":
-        worker = EncodeWorker(predictor or module, store, **options)
+        worker = EncodeWorker(predictor or module, store, **options)  # this process's threads
         results: Iterable[dict] = _run_local(worker, todo)
     elif engine == "ray":
         _needs_shared_store(store, "ray")
+        options["threads"] = threads or torch.get_num_threads()
         results = _run_ray(module, store, options, todo, workers, worker_options)
     elif isinstance(engine, Executor):
         from concurrent.futures import ThreadPoolExecutor
 
         if not isinstance(engine, ThreadPoolExecutor):
             _needs_shared_store(store, type(engine).__name__)
+            options["threads"] = threads or torch.get_num_threads()
         results = _run_executor(engine, module, store, options, todo)
     else:
         raise ValueError(
