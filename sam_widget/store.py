@@ -127,6 +127,14 @@ def _zarr():
     return zarr
 
 
+def _have_zarr() -> bool:
+    try:
+        import zarr
+    except ImportError:
+        return False
+    return int(zarr.__version__.split(".")[0]) >= 3
+
+
 def _compressor(dtype: str):
     from zarr.codecs import BloscCodec
 
@@ -570,6 +578,8 @@ class StoreHooks:
             env = os.environ.get(DISK_CACHE_ENV, "").strip()
             disk_cache = False if env.lower() in ("0", "false", "off", "no") else (env or True)
         folder = None
+        if disk_cache is True and not _have_zarr():
+            disk_cache = False  # Python 3.10 (no zarr 3): the default cache is simply off
         if disk_cache is True:
             folder = os.path.join(user_cache_dir(), "embeddings")
         elif disk_cache:

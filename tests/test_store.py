@@ -314,3 +314,28 @@ def test_disk_cache_default_folder_and_switch(monkeypatch, tmp_path, sam):
     assert sw.Predictor(sam)._stores.disk.folder == os.path.join(user_cache_dir(), "embeddings")
     monkeypatch.setenv("SAM_WIDGET_DISK_CACHE", "0")
     assert sw.Predictor(sam)._stores.disk is None
+
+
+def test_cli_precompute_a_folder_then_resume(sam, images, tmp_path, monkeypatch, capsys):
+    from sam_widget import cli, weights
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(images[i]).save(folder / f"p{i}.png")
+    loaded = []
+    monkeypatch.setattr(weights, "load_model", lambda *a, **k: loaded.append((a, k)) or sam)
+    url = str(tmp_path / "cli.zarr")
+    assert cli.main(["precompute", str(folder), "--store", url, "--model", "vit_b"]) == 0
+    assert loaded[0][0] == ("vit_b",)
+    out = capsys.readouterr().out
+    assert "2 stored" in out and url in out
+    Image.fromarray(images[2]).save(folder / "p2.png")
+    with EncoderCalls(sam) as calls:
+        assert cli.main(["precompute", str(folder), "--store", url]) == 0
+    assert calls.n == 1  # only the new file
+    assert sw.Dataset(url).names == ["p0.png", "p1.png", "p2.png"]
+    other = small_sam(seed=1)
+    monkeypatch.setattr(weights, "load_model", lambda *a, **k: other)
+    assert cli.main(["precompute", str(folder), "--store", url]) == 1
+    assert "different models" in capsys.readouterr().err
