@@ -570,10 +570,9 @@ class StoreHooks:
     def __init__(self, predictor: Any, store: Any, disk_cache: bool | str | None) -> None:
         self.predictor = predictor
         self.hits = 0
-        self.store: EmbeddingStore | None = None
+        self.stores: list[EmbeddingStore] = []  # read in order; new embeddings go to the first
         if store is not None:
-            self.store = open_store(store)
-            self.store.bind(predictor.name, weights_digest(predictor.model), self._precision)
+            self.attach(store)
         if disk_cache is None:
             env = os.environ.get(DISK_CACHE_ENV, "").strip()
             disk_cache = False if env.lower() in ("0", "false", "off", "no") else (env or True)
@@ -586,6 +585,16 @@ class StoreHooks:
             folder = os.fspath(disk_cache)
         self.disk = DiskCache(folder) if folder else None
         self._disk_store: tuple[str, EmbeddingStore] | None = None
+
+    def attach(self, store: Any) -> EmbeddingStore:
+        """Read (and, for the first one, write) embeddings through ``store`` too; raises
+        `StoreMismatchError` if it holds another model's embeddings."""
+        store = open_store(store)
+        if any(s.url == store.url for s in self.stores):
+            return store
+        store.bind(self.predictor.name, weights_digest(self.predictor.model), self._precision)
+        self.stores.append(store)
+        return store
 
     @property
     def _precision(self) -> str:
@@ -606,11 +615,11 @@ class StoreHooks:
 
     def load(self, cache_key: tuple) -> Any:
         """The image state for ``cache_key`` from the store or the disk cache, or None."""
-        if self.store is None and self.disk is None:
+        if not self.stores and self.disk is None:
             return None
         key = record_key(cache_key[0], cache_key[1])
-        if self.store is not None:
-            record = self.store.read(key)
+        for store in self.stores:
+            record = store.read(key)
             if record is not None:
                 self.hits += 1
                 return self.predictor._from_record(record)
@@ -625,13 +634,13 @@ class StoreHooks:
 
     def save(self, cache_key: tuple, state: Any) -> None:
         """Write a newly encoded image's state to the store and the disk cache."""
-        if self.store is None and self.disk is None:
+        if not self.stores and self.disk is None:
             return
         key = record_key(cache_key[0], cache_key[1])
         features = self.predictor._features(state)
         sizes = {"input_size": state.input_size, "original_size": state.original_size}
-        if self.store is not None:
-            self.store.write(key, features, **sizes)
+        if self.stores:
+            self.stores[0].write(key, features, **sizes)
         disk = self._disk()
         if disk is not None:
             try:
