@@ -239,8 +239,9 @@ def _run_ray(
     size = workers or max(1, gpus or 1)
     payloads = ray.put(tasks)
     model_ref = ray.put(model)
-    data = ray.data.from_items([{"index": i} for i in range(len(tasks))]).repartition(
-        len(tasks)
+    # one block per image, made here: the actors are the only work, so they may hold every CPU
+    data = ray.data.from_items(
+        [{"index": i} for i in range(len(tasks))], override_num_blocks=len(tasks)
     )
     results = data.map_batches(
         _RayEncoder,

@@ -339,3 +339,21 @@ def test_cli_precompute_a_folder_then_resume(sam, images, tmp_path, monkeypatch,
     monkeypatch.setattr(weights, "load_model", lambda *a, **k: other)
     assert cli.main(["precompute", str(folder), "--store", url]) == 1
     assert "different models" in capsys.readouterr().err
+
+
+def test_widget_over_a_store_opens_and_navigates_without_encoding(sam, images, local_store):
+    url, _ = local_store
+    with EncoderCalls(sam) as calls:
+        w = sw.SamWidget(sw.Dataset(url), model=sam)
+        try:
+            for i in [1, 2, 3, 0]:
+                w.goto(i).wait()  # shown, and its embedding ready (neighbours prefetched)
+                assert w.index == i and w.status == "ready"
+            w.add_point(30, 20)  # the prompt decodes on the stored embedding
+            assert w.mask.shape == images[0].shape[:2]
+            w.next()
+            w.wait()
+        finally:
+            w.close()
+    assert calls.n == 0
+    assert w._engine._stores.hits >= len(images)
