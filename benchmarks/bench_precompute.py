@@ -114,7 +114,8 @@ def main() -> None:
     parser.add_argument("--size", default="480x640", help="HxW of the synthetic images")
     parser.add_argument("--sleep", type=float, default=0.5, help="simulated encoder seconds")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows and table")
+    parser.add_argument("--no-sim", action="store_true", help="skip the simulated scaling")
     args = parser.parse_args()
 
     h, w = (int(v) for v in args.size.split("x"))
@@ -177,7 +178,7 @@ def main() -> None:
         print(f"float16 storage: mask IoU with float32 storage {mean_iou:.5f} mean, "
               f"{min_iou:.4f} worst (single-point prompts, {args.model})")
 
-        if not args.no_ray:
+        if not args.no_ray and not args.no_sim:
             base = small_sam(0)
             sleeper = SleepEncoder(args.sleep, base.image_encoder.img_size, 256,
                                    base.image_encoder.img_size // 16)
