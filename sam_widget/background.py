@@ -32,6 +32,19 @@ PREFETCH = 2
 IDLE_EXIT_S = 30.0
 
 
+def lower_priority(step: int = 10) -> None:
+    """Make the calling thread (and the compute threads it starts from now on, which inherit it)
+    yield the CPU to the others: on Linux its nice value goes up by ``step``. The prefetch
+    thread calls it, so a click's decode gets the cores while a prefetch encodes."""
+    try:
+        import os
+
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the rest
+        pass
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
@@ -370,6 +383,7 @@ class BackgroundWork:
         return None
 
     def _prefetch(self) -> None:
+        lower_priority()
         while True:
             with self._cv:
                 if not self._idle_wait("_prefetcher",
