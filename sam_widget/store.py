@@ -462,6 +462,10 @@ class StoreSource:
     def entry(self, index: int) -> dict:
         return self._entries[index]
 
+    def masks(self, index: int) -> list[dict] | None:
+        """Image ``index``'s automatic masks (``precompute(..., everything=True)``), or None."""
+        return self.store.masks(self._entries[index])
+
 
 # --------------------------------------------------------------------------------------------
 # The Predictor's side: a store to read before encoding, and the bounded disk cache

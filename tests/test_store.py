@@ -208,7 +208,8 @@ def test_everything_stores_the_mask_generators_masks(sam, images):
     generator = sw.MaskGenerator(sw.Predictor(sam, disk_cache=False), **options)
     total = 0
     for i, entry in enumerate(store.entries()):
-        stored = store.masks(entry)
+        stored = ds.source.masks(i)
+        assert stored == store.masks(entry)
         expected = generator.generate(images[i])
         assert len(stored) == len(expected)
         for s, e in zip(stored, expected, strict=True):
