@@ -4,6 +4,8 @@
     sam-widget demo [--port N] [--no-browser] [--dir DIR]
     sam-widget segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] [--model auto]
                        --out mask.png
+    sam-widget precompute FOLDER --store URL [--model vit_b] [--engine local|ray]
+                          [--everything] [--dtype float32|float16]
 """
 
 from __future__ import annotations
@@ -107,6 +109,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: use a number from 1 to 65535 (or 0 for a free one)"
+        )
+    return port
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port JupyterLab could not listen on, before starting it."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except PermissionError:
+            raise OSError(
+                f"not allowed to listen on port {port} (ports below 1024 need root); pick a "
+                "port from 1024 up, or leave out --port"
+            ) from None
+        except OSError:
+            raise OSError(
+                f"port {port} on 127.0.0.1 is in use (another JupyterLab?); pick another, or "
+                "leave out --port for a free one"
+            ) from None
+
+
 def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[str]:
     """The JupyterLab command line that serves ``root`` on loopback and opens the quick start."""
     command = [
@@ -128,6 +159,8 @@ def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.port:
+        _check_port_free(args.port)
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
@@ -232,6 +265,34 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- precompute ------------------------------------------------------------------------------
+
+
+def run_precompute(args: argparse.Namespace) -> int:
+    from .precomputing import precompute
+    from .weights import load_model
+
+    started = time.perf_counter()
+    model = load_model(args.model, checkpoint=args.checkpoint, device="cpu")
+    dataset = precompute(
+        args.images,
+        args.store,
+        model=model,
+        engine=args.engine,
+        everything=args.everything,
+        dtype=args.dtype,
+        device=args.device,
+        workers=args.workers,
+        progress=True,
+    )
+    store = dataset.source.store
+    seconds = time.perf_counter() - started
+    print(f"store     {store.url} ({store.info['model']}, {store.info['dtype']})")
+    print(f"images    {len(dataset)} stored, {seconds:.1f} s")
+    print(f"open it   sw.SamWidget(sw.Dataset({store.url!r}), model=...)")
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 
@@ -240,13 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sam-widget",
-        description="Segment Anything in notebooks: an interactive demo and a command for scripts.",
+        description="Segment Anything in notebooks: an interactive demo and commands for scripts.",
     )
     parser.add_argument("--version", action="version", version=f"sam-widget {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="open JupyterLab on the quick-start notebook")
-    demo.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    demo.add_argument(
+        "--port", type=_port, default=0, help="port on 127.0.0.1, 1-65535 (default: a free one)"
+    )
     demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     demo.add_argument(
         "--dir",
@@ -289,17 +352,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--out", required=True, help="where to write the mask PNG")
     seg.set_defaults(run=run_segment, parser=seg)
+
+    pre = commands.add_parser(
+        "precompute",
+        help="encode a folder of images into an embedding store the widget opens instantly",
+        description="Encode every image of IMAGES (a folder or a glob) that the store does not "
+        "hold yet. Re-running after an interruption encodes only what is missing.",
+    )
+    pre.add_argument("images", help="a folder of images, or a glob pattern such as 'a/*.jpg'")
+    pre.add_argument(
+        "--store", required=True, help="where: a folder (e.g. emb.zarr) or an fsspec URL"
+    )
+    pre.add_argument("--model", default="vit_b", help="SAM variant (default: vit_b)")
+    pre.add_argument("--checkpoint", default=None, help="a checkpoint file for --model")
+    pre.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray cluster ($RAY_ADDRESS) or a local one, "
+        "one model per GPU (pip install sam-widget[ray])",
+    )
+    pre.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per GPU)")
+    pre.add_argument(
+        "--everything", action="store_true", help="also store automatic masks (COCO RLE)"
+    )
+    pre.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="storage precision (float16: half the bytes, see the README)",
+    )
+    pre.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
+    pre.set_defaults(run=run_precompute, parser=pre)
     return parser
 
 
+DEBUG_ENV = "SAM_WIDGET_DEBUG"  # set to 1 to see the traceback of an error
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())  # messages with steps on several lines, on one
+    if not isinstance(err, (ValueError, OSError, RuntimeError)):  # not one of our messages
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+        text += f" (unexpected; set {DEBUG_ENV}=1 to see where it came from)"
+    return text or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Every error is one line on stderr, ``sam-widget COMMAND: error: ...``, with exit status 1
+    (2 for usage errors, 130 for Ctrl-C); ``SAM_WIDGET_DEBUG=1`` shows the traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:  # bad image, prompts, weights: say why
-        print(f"sam-widget {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"sam-widget {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # bad image, prompts, weights, or a bug: one line, no traceback
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"sam-widget {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
 
 

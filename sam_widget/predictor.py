@@ -215,6 +215,11 @@ class Predictor:
     ``max_sprinkle_area`` (pixels of the 256x256 low-res mask, 0: off) fill small holes and
     remove small specks before the masks are resized, as SAM 2's predictor does with its CUDA
     extension; here on any device (``sam_widget.masks.fill_small_regions``).
+    ``store``: an `EmbeddingStore`, its URL, or ``sw.Dataset`` over one: embeddings found there
+    (by image content) are not encoded, new ones are written to it; a store of another model is
+    a `StoreMismatchError`. ``disk_cache``: recent embeddings also kept on disk (True, the
+    default: in the user's cache folder, bounded; a folder path; or False), so reopening
+    yesterday's images is instant; ``$SAM_WIDGET_DISK_CACHE`` = 0 or a folder overrides it.
 
     Thread safety: ``set_image`` may run in a background thread while another thread calls
     ``predict``; a prediction uses the image that was completely set when it started. Several
@@ -233,6 +238,8 @@ class Predictor:
         cache_bytes: int = 256 * 2**20,
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
+        store: Any = None,
+        disk_cache: bool | str | None = None,
     ) -> None:
         if not all(hasattr(model, a) for a in ("image_encoder", "prompt_encoder", "mask_decoder")):
             raise TypeError(
@@ -265,6 +272,7 @@ class Predictor:
         self._token = object()  # marks the handles this Predictor made (see `_current`)
         self._lock = threading.Lock()  # guards _state and the cache
         self._encode_lock = threading.Lock()  # one encoder run at a time
+        self._stores = _store_hooks(self, store, disk_cache)  # store.py: look-up, then write
 
     # ---- Engine attributes -------------------------------------------------------------------
 
@@ -290,13 +298,15 @@ class Predictor:
 
     # ---- images ------------------------------------------------------------------------------
 
-    def encode(self, image: Any) -> _ImageState:
+    def encode(self, image: Any, image_format: str = "RGB") -> _ImageState:
         """Encode ``image`` (numpy, PIL image or path; see ``sam_widget.images.to_rgb``) without
         making it the current image; returns its handle for ``predict(..., image=handle)``.
+        ``image_format="BGR"`` reads an array in OpenCV's channel order (as the official API).
 
-        An image whose content was encoded before (and is still cached) is not encoded again.
+        An image whose content was encoded before (and is still cached, or is in the store or
+        the disk cache) is not encoded again.
         """
-        rgb = to_rgb(image)
+        rgb = to_rgb(image, image_format=image_format)
         key = self._cache_key(rgb)
         with self._lock:
             state = self._cache.get(key)
@@ -308,13 +318,16 @@ class Predictor:
             with self._lock:  # another thread may have encoded it meanwhile
                 state = self._cache.get(key)
             if state is None:
-                state = self._encode(rgb)
+                state = self._stores.load(key)  # the embedding store, then the disk cache
+                if state is None:
+                    state = self._encode(rgb)
+                    self._stores.save(key, state)
                 with self._lock:
                     self.cache_misses += 1
                     self._remember(key, state)
         return state
 
-    def set_image(self, image: Any) -> _ImageState:
+    def set_image(self, image: Any, image_format: str = "RGB") -> _ImageState:
         """Encode ``image`` (see `encode`) and make it the current image; returns its handle.
 
         If encoding fails or is interrupted (an exception, KeyboardInterrupt), no image is
@@ -322,7 +335,7 @@ class Predictor:
         the image set before.
         """
         try:
-            state = self.encode(image)
+            state = self.encode(image, image_format=image_format)
         except BaseException:
             with self._lock:
                 self._state = None
@@ -384,6 +397,37 @@ class Predictor:
             original_size=tuple(rgb.shape[:2]),
             owner=self._token,
             high_res=tuple(f.contiguous() for f in high_res),
+        )
+
+    def use_store(self, store: Any) -> None:
+        """Look embeddings up in ``store`` (an `EmbeddingStore`, its URL, or ``sw.Dataset``
+        over one) before encoding, as ``Predictor(..., store=...)`` does."""
+        self._stores.attach(store)
+
+    # ---- records for the embedding store (store.py): this family's named feature maps -------
+
+    def _features(self, state: _ImageState) -> dict[str, np.ndarray]:
+        """The arrays that make an image's state, as stored: SAM 1 has one embedding, SAM 2.1
+        adds its two high-res feature maps ("high_res_0" stride 4, "high_res_1" stride 8)."""
+        features = {"embedding": state.embedding[0].float().cpu().numpy()}
+        for i, f in enumerate(state.high_res):
+            features[f"high_res_{i}"] = f[0].float().cpu().numpy()
+        return features
+
+    def _from_record(self, record: Any) -> _ImageState:
+        """The image state from a stored record (`store.Record`)."""
+
+        def tensor(name: str) -> torch.Tensor:
+            array = np.ascontiguousarray(record.features[name])
+            return torch.from_numpy(array)[None].to(self._device, self.dtype)
+
+        names = sorted(n for n in record.features if n.startswith("high_res_"))
+        return _ImageState(
+            embedding=tensor("embedding"),
+            input_size=tuple(record.input_size),
+            original_size=tuple(record.original_size),
+            owner=self._token,
+            high_res=tuple(tensor(n) for n in names),
         )
 
     def _current(self, image: _ImageState | None = None) -> _ImageState:
@@ -528,6 +572,14 @@ class Predictor:
             image_shape=state.original_size,
             to_masks=to_masks,
         )
+
+
+def _store_hooks(predictor: Predictor, store: Any, disk_cache: bool | str | None):
+    """The predictor's embedding store and disk cache (see store.py): ``load(key)`` before
+    encoding, ``save(key, state)`` after."""
+    from sam_widget.store import StoreHooks
+
+    return StoreHooks(predictor, store, disk_cache)
 
 
 def _check_prompts(points, labels, box, mask_input, image_size):
