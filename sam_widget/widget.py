@@ -27,6 +27,9 @@ import traitlets as t
 from .codec import display_size, encode_image, encode_masks
 from .images import to_rgb
 from .predictor import Prediction
+from .wire import (
+    bytes_trait_from_json, bytes_trait_to_json, default_mode, probe_answer, to_wire,
+)
 
 #: most points one prompt may hold; SAM itself was trained with far fewer
 MAX_POINTS = 256
@@ -136,7 +139,7 @@ def _objects_to_json(objects: list[dict], widget: SamWidget) -> list[dict]:
     out = []
     for obj in objects:
         item = {k: v for k, v in obj.items() if k != "mask"}
-        item["mask"] = widget._object_bytes.get(obj["id"], b"")
+        item["mask"] = to_wire(widget._object_bytes.get(obj["id"], b""), widget._wire)
         out.append(item)
     return out
 
@@ -207,8 +210,16 @@ class SamWidget(anywidget.AnyWidget):
     history_index = t.Int(0).tag(sync=True)
     """Index of the current state in ``history``."""
     _uid = t.Unicode().tag(sync=True)
-    _image = t.Bytes(b"").tag(sync=True)
-    _masks = t.Bytes(b"").tag(sync=True)
+    _view_rev = t.Int(-1).tag(sync=True)
+    """The mask revision a view drew after its own last action (set by the view: a change
+    hosts like marimo see, so cells that read ``w.mask`` re-run after each click)."""
+    _wire = t.Unicode("binary").tag(sync=True)
+    """How bytes travel: "binary" buffers, or "base64" strings on hosts without binary buffers
+    (chosen by the view's start-up probe, see sam_widget/wire.py)."""
+    _image = t.Bytes(b"").tag(sync=True, to_json=bytes_trait_to_json,
+                              from_json=bytes_trait_from_json)
+    _masks = t.Bytes(b"").tag(sync=True, to_json=bytes_trait_to_json,
+                              from_json=bytes_trait_from_json)
 
     def __init__(
         self,
@@ -230,7 +241,8 @@ class SamWidget(anywidget.AnyWidget):
                 "device, max_display_size, multimask, refine, hover, opacity."
             )
         super().__init__(multimask=multimask, refine=refine, hover=hover, opacity=opacity,
-                         _uid=uuid.uuid4().hex, history=[{"points": [], "box": None}])
+                         _uid=uuid.uuid4().hex, history=[{"points": [], "box": None}],
+                         _wire=default_mode())
         self._max_display = int(max_display_size)
         self._cv = threading.Condition(threading.RLock())
         self._history: list[_Entry] = [_Entry([], None)]
@@ -530,6 +542,16 @@ class SamWidget(anywidget.AnyWidget):
             )
         return path
 
+    def set_wire(self, mode: str) -> None:
+        """Send bytes as "binary" buffers or as "base64" strings (hosts without binary buffers;
+        the view asks for it when its start-up probe fails). Resends the bytes traits."""
+        if mode not in ("binary", "base64"):
+            raise PromptError(f"wire mode must be 'binary' or 'base64', got {mode!r}")
+        if mode == self._wire:
+            return
+        self._wire = mode
+        self.send_state(["_wire", "_image", "_masks", "objects"])
+
     def close(self) -> None:
         """Stop the background thread and close the widget's comm."""
         cv = getattr(self, "_cv", None)
@@ -746,6 +768,11 @@ class SamWidget(anywidget.AnyWidget):
                     self.remove_object(oid)
                 else:
                     self.set_object_visible(oid, bool(content.get("visible", True)))
+            elif kind == "wire-probe":
+                msg, probe = probe_answer(content, buffers)
+                self.send(msg, buffers=probe)
+            elif kind == "wire":
+                self.set_wire(str(content.get("mode", "")))
             elif kind == "everything":
                 with self._cv:
                     self._everything = True
@@ -782,6 +809,9 @@ class SamWidget(anywidget.AnyWidget):
         self.stats["hover_answers"] += 1
         msg = {"type": "hover", "seq": req["seq"], "rev": req.get("rev", self._rev),
                "empty": data is None}
+        if data is not None and self._wire == "base64":
+            msg["data"] = to_wire(data, "base64")
+            data = None
         self.send(msg, buffers=[data] if data is not None else None)
 
     # worker ------------------------------------------------------------------------------
