@@ -11,7 +11,9 @@ what ``"auto"`` means.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from .predictor import Engine
@@ -23,6 +25,44 @@ ENV_MODEL = "SAM_WIDGET_MODEL"  # overrides what "auto" means, e.g. "classic" or
 
 class EngineFallbackWarning(UserWarning):
     """SAM's weights could not be had, so the weights-free engine is used instead."""
+
+
+#: folders whose frames are ours or the widget machinery's, never "the user's code"
+_INTERNAL = tuple(
+    str(Path(p).resolve()) for p in (
+        Path(__file__).parent,
+        *(Path(m.__file__).parent for m in (sys.modules.get("traitlets"),
+                                            sys.modules.get("ipywidgets"),
+                                            sys.modules.get("anywidget")) if m is not None),
+    )
+)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by our caller point at the first frame
+    outside sam_widget (and traitlets/ipywidgets/anywidget): the user's cell or script, not a
+    library file and line (which read like a crash)."""
+    frame = sys._getframe(1)  # our caller, the function that calls warnings.warn
+    level = 1
+    while frame is not None:
+        name = str(Path(frame.f_code.co_filename).resolve()) if frame.f_code.co_filename else ""
+        if not name.startswith(_INTERNAL):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
+def fallback_notice(variant: str = AUTO_VARIANT) -> str:
+    """The short text the widget shows when it runs the weights-free engine instead of SAM."""
+    return (
+        "Using the weights-free classic engine: SAM's weights are not on this machine, and it "
+        f"is much less accurate. {how_to_get_weights(variant)}"
+    )
+
+
+#: the fallback warning is said once per process (the widget shows its own notice each time)
+_warned = False
 
 
 def auto_choice(*, timeout: float = 2.0) -> str:
@@ -134,10 +174,15 @@ def _auto(device: str | None) -> Engine:
             reason = f"SAM's {AUTO_VARIANT} weights could not be loaded ({err})"
     else:
         reason = f"SAM's {AUTO_VARIANT} weights are not on this machine and cannot be downloaded"
-    warnings.warn(
-        f"{reason}: using the weights-free 'classic' engine (superpixels, no neural network), "
-        f"which is much less accurate. {how_to_get_weights(AUTO_VARIANT)}",
-        EngineFallbackWarning,
-        stacklevel=3,
-    )
-    return _classic(None)
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"{reason}: using the weights-free 'classic' engine (superpixels, no neural "
+            f"network), which is much less accurate. {how_to_get_weights(AUTO_VARIANT)}",
+            EngineFallbackWarning,
+            stacklevel=user_stacklevel(),
+        )
+    engine = _classic(None)
+    engine.fallback_notice = fallback_notice(AUTO_VARIANT)  # shown inside the widget
+    return engine

@@ -18,6 +18,7 @@ import pytest
 
 from sam_widget import weights
 from sam_widget.classic import ClassicPredictor
+from sam_widget import engines
 from sam_widget.engines import EngineFallbackWarning, auto_choice, resolve_engine
 from sam_widget.predictor import Engine
 
@@ -42,6 +43,7 @@ def no_weights(tmp_path, monkeypatch):
     entry = weights.REGISTRY["vit_b"]
     url = f"http://127.0.0.1:{refused_port()}/{entry.filename}"
     monkeypatch.setitem(weights.REGISTRY, "vit_b", dataclasses.replace(entry, url=url))
+    monkeypatch.setattr(engines, "_warned", False)  # the fallback warning is said once a process
     return url
 
 
@@ -81,6 +83,19 @@ def test_auto_without_weights_or_network_falls_back_to_classic_and_says_how_to_g
     assert no_weights in message  # where to download the weights from
     assert weights.ENV_DIR in message  # where to put them
     assert "download('vit_b')" in message
+    # it points at the caller's code (a notebook: the user's cell), not at a library line
+    assert record[0].filename == __file__
+    # the widget shows it too, inside itself (Voila and `marimo run` hide warnings)
+    assert "weights-free classic engine" in engine.fallback_notice
+
+
+def test_the_fallback_warning_is_said_once(no_weights):
+    with pytest.warns(EngineFallbackWarning):
+        resolve_engine("auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine = resolve_engine("auto")  # no second warning...
+    assert engine.fallback_notice  # ...but every widget still gets its notice
 
 
 def test_the_default_model_is_auto(no_weights):
