@@ -5,7 +5,7 @@
 
 import { area, decodeMasks, hexColor, paintMask, unpackMask, type MaskSet } from "./codec";
 import CSS from "./widget.css";
-import { bindKeys, keepFocus } from "./keys";
+import { activeIn, bindKeys, keepFocus } from "./keys";
 import { fitImage, visibleHeight } from "./layout";
 import { MaskLayer, currentStyle, objectStyle } from "./overlay";
 import { followTheme } from "./theme";
@@ -535,9 +535,21 @@ export default {
       }
     };
 
+    const disable = (btn: HTMLButtonElement, off: boolean) => {
+      // a focused button that turns disabled drops focus to <body>: hand it to the widget first
+      if (off && !btn.disabled && activeIn(root) === btn) root.focus({ preventScroll: true });
+      btn.disabled = off;
+    };
+    // rebuilding a list that holds the focus (a tab, a delete button) must not drop it to <body>
+    const rebuild = (list: HTMLElement, children: HTMLElement[]) => {
+      const active = activeIn(root);
+      const had = !!active && list.contains(active);
+      list.replaceChildren(...children);
+      if (had) root.focus({ preventScroll: true });
+    };
     const drawControls = () => {
-      undoBtn.disabled = !model.get("can_undo");
-      redoBtn.disabled = !model.get("can_redo");
+      disable(undoBtn, !model.get("can_undo"));
+      disable(redoBtn, !model.get("can_redo"));
       hoverBox.checked = model.get("hover");
       refineBox.checked = model.get("refine");
       opacity.value = String(model.get("opacity"));
@@ -548,7 +560,7 @@ export default {
       const scores = model.get("scores") ?? [];
       const selected = model.get("selected");
       if (tabs.children.length !== scores.length) {
-        tabs.replaceChildren(...scores.map((_, i) => {
+        rebuild(tabs, scores.map((_, i) => {
           const tab = h("button", { role: "tab", "data-index": String(i) });
           tab.addEventListener("click", () => {
             select(i);
@@ -570,7 +582,7 @@ export default {
       const sig = JSON.stringify([brush.target, objects.map((o) => [o.id, o.name, o.visible, o.color])]);
       if (objectList.dataset.sig !== sig) {
         objectList.dataset.sig = sig;
-        objectList.replaceChildren(...objects.map((o) => {
+        rebuild(objectList, objects.map((o) => {
           const li = h("li");
           const sw = h("span", { class: "sam-swatch" });
           sw.style.background = o.color;
@@ -768,6 +780,7 @@ export default {
     // a button that becomes disabled drops focus to <body>: keep the keys with the widget
     const act = (f: () => void) => () => {
       f();
+      root.focus({ preventScroll: true });
       keepFocus(root);
     };
     undoBtn.addEventListener("click", act(() => session.sendEdit("undo")));
