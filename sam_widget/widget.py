@@ -268,6 +268,10 @@ class SamWidget(anywidget.AnyWidget):
         self._engine = None
         self._set_rgb(to_rgb(image))
         self.on_msg(self._on_frontend_msg)
+        from .picture import StaticPicture
+
+        self._picture = StaticPicture(self._picture_rgb, self._picture_text)
+        self.observe(lambda _change: self._picture.changed(), ["mask_rev", "objects", "selected"])
         self.observe(self._on_selected, "selected")
         self.observe(self._on_prompt_trait, ["points", "box"])
         self._worker = threading.Thread(target=self._work, name="sam-widget", daemon=True)
@@ -554,12 +558,46 @@ class SamWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop the background thread and close the widget's comm."""
+        picture = getattr(self, "_picture", None)
+        if picture is not None:
+            picture.cancel()
         cv = getattr(self, "_cv", None)
         if cv is not None:
             with cv:
                 self._closed = True
                 cv.notify_all()
         super().close()
+
+    def _ipython_display_(self) -> None:
+        """In IPython (Jupyter, Voila, nbconvert): the live view, then the static picture that
+        a saved notebook shows to readers without a kernel, kept up to date (sam_widget.picture)."""
+        from IPython.display import display
+
+        bundle = super()._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        display(data, metadata=meta, raw=True)
+        try:
+            self._picture.show()
+        except ImportError:  # plot helpers not installed: the live view alone is fine
+            pass
+
+    def _picture_rgb(self) -> np.ndarray:
+        from .picture import MAX_SIDE
+        from .plot import render
+
+        entry = self._history[self._index]
+        masks = [o["mask"] for o in self.objects if o.get("visible", True)]
+        if entry.prediction is not None:
+            masks.append(entry.prediction.masks[min(entry.selected,
+                                                    len(entry.prediction.scores) - 1)])
+        pts = [(p[0], p[1]) for p in entry.points]
+        labels = [p[2] for p in entry.points]
+        return render(self._rgb, masks=masks, points=pts, labels=labels, box=entry.box,
+                      max_size=MAX_SIDE)
+
+    def _picture_text(self) -> str:
+        return (f"SamWidget: {len(self.objects)} object(s), {len(self.points)} point(s) "
+                f"(a picture of the widget; run the notebook for the live view)")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)

@@ -170,6 +170,9 @@ def test_light_and_dark_theme_with_current_mask_and_objects(lab, tmp_path):
     # the current mask and the kept object are on separate layers, in different colours
     assert canvas_alpha(view).any() and canvas_alpha(view, "canvas.sam-objects-layer").any()
     assert view.get_attribute("data-theme") == "light"
+    nb.page.mouse.move(1, 1)  # no hover preview in the pictures
+    filters = view.locator("canvas").evaluate_all("els => els.map(e => getComputedStyle(e).filter)")
+    print(f"canvas filters: {filters}")
     light = _shot(view, "widget-light.png", tmp_path)
     nb.page.evaluate(
         "() => window.jupyterapp.commands.execute('apputils:change-theme', "
@@ -180,6 +183,8 @@ def test_light_and_dark_theme_with_current_mask_and_objects(lab, tmp_path):
     delete = view.get_by_role("button", name="Delete object 1")
     background = delete.evaluate("el => getComputedStyle(el).backgroundColor")
     assert background == "rgb(45, 45, 45)", f"delete button unstyled in dark mode: {background}"
+    filters = view.locator("canvas").evaluate_all("els => els.map(e => getComputedStyle(e).filter)")
+    print(f"canvas filters (dark): {filters}")
     dark = _shot(view, "widget-dark.png", tmp_path)
     print(f"screenshots: {light} {dark}")
     nb.page.evaluate(
@@ -202,3 +207,54 @@ def test_alt_wheel_steps_through_candidates(lab):
     nb.page.keyboard.up("Alt")
     n = len(nb.value("w.scores"))
     wait_for(lambda: nb.value("w.selected") == (start + 1) % n, "Alt+wheel: next candidate")
+
+
+def test_saved_notebook_and_offline_html_show_the_latest_masks(lab, lab_server, tmp_path):
+    """Item 3: after clicks and "Add object" the saved .ipynb holds a picture with the masks,
+    and nbconvert's HTML shows it without any network."""
+    import base64
+    import io
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    nb = lab.new_notebook()
+    view = show(nb, 240, 320)
+    click_at(nb, view, 0.35, 0.45)  # the yellow disc
+    wait_for(lambda: len(nb.value("w.points")) == 1, "a point")
+    settled(nb)
+    nb.page.keyboard.press("Enter")
+    wait_for(lambda: len(nb.value("w.objects")) == 1, "an object")
+    # the picture is re-rendered once things are quiet, then replaces its output in place
+    wait_for(lambda: nb.value("w._picture.updates") >= 1, "the picture updated")
+    nb.page.wait_for_timeout(500)  # the update_display_data message reaches the page
+    nb.save()
+    saved = json.loads((lab_server.root_dir / nb.path).read_text())
+    outputs = [o for c in saved["cells"] for o in c.get("outputs", [])
+               if o.get("output_type") in ("display_data", "execute_result")
+               and o["data"].get("application/vnd.jupyter.widget-view+json", {}).get("model_id")
+               == ""]
+    assert len(outputs) == 1, "one picture output"
+    data = outputs[0]["data"]
+    mime = "image/png" if "image/png" in data else "image/jpeg"
+    raw = base64.b64decode("".join(data[mime]))
+    assert len(raw) < 200_000
+    picture = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")).astype(int)
+    scale = picture.shape[1] / 320
+    obj = nb.value("w.objects[0]['mask'].astype(int).tolist()")
+    ys, xs = np.nonzero(np.asarray(obj, bool))
+    # a pixel of the kept object, away from the point marker, is tinted in its colour
+    i = np.argmax((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2 < 400)
+    y, x = int(ys[i] * scale), int(xs[i] * scale)
+    original = nb.value(f"w.image[{ys[i]}, {xs[i]}].tolist()")
+    assert np.abs(picture[y, x] - np.asarray(original)).max() > 25, "no mask in the picture"
+    # nbconvert HTML, offline: the picture is inlined as data, nothing to fetch
+    html_path = tmp_path / "saved.html"
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html",
+                    str(lab_server.root_dir / nb.path), "--output", str(html_path)],
+                   check=True, capture_output=True)
+    html = html_path.read_text()
+    assert f"data:{mime};base64," + "".join(data[mime])[:200] in html

@@ -1,0 +1,112 @@
+"""The static picture a reader without a kernel sees (GitHub, nbviewer, nbconvert HTML offline).
+
+A widget view needs a kernel, or the widget's JavaScript from the internet; a saved notebook
+read anywhere else shows only what its outputs hold as plain data. So `SamWidget` displays two
+outputs: the live view, and a picture of the image with the current mask and the kept objects
+under an IPython display id. The picture is re-rendered (debounced) whenever the masks or the
+objects change and replaces its output in place (``update_display_data``), so a saved notebook
+always holds the latest one, and only one: a JPEG (or PNG when smaller) at most
+``MAX_SIDE`` pixels on its longer side, far below 200 KB.
+
+Live frontends must not show the picture under the view: its output also carries a widget-view
+mime entry with an empty ``model_id``, which the Jupyter widget renderers (JupyterLab, Notebook
+7, Voila) hide, and which nbconvert skips (no widget state has that id), falling back to the
+image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: the picture's longer side, in pixels
+MAX_SIDE = 800
+#: seconds without changes before the picture is re-rendered
+DELAY_S = 0.5
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def encode_picture(rgb: np.ndarray, quality: int = 85) -> tuple[str, bytes]:
+    """(mime type, bytes): JPEG, or PNG when that is smaller (flat synthetic images)."""
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=quality)
+    jpeg = out.getvalue()
+    out = io.BytesIO()
+    img.save(out, format="PNG", compress_level=6)
+    png = out.getvalue()
+    return ("image/png", png) if len(png) < len(jpeg) else ("image/jpeg", jpeg)
+
+
+def picture_bundle(rgb: np.ndarray, text: str) -> dict[str, Any]:
+    """The picture output's data: the image, a hidden widget view and a text line."""
+    mime, data = encode_picture(rgb)
+    return {
+        WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": ""},
+        mime: base64.b64encode(data).decode("ascii"),
+        "text/plain": text,
+    }
+
+
+class StaticPicture:
+    """Keeps one display output up to date with ``render()`` (an RGB array) and ``text()``."""
+
+    def __init__(self, render: Callable[[], np.ndarray], text: Callable[[], str],
+                 delay: float = DELAY_S) -> None:
+        self._render = render
+        self._text = text
+        self._delay = delay
+        self.display_id: str | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self.updates = 0
+
+    def bundle(self) -> dict[str, Any]:
+        return picture_bundle(self._render(), self._text())
+
+    def show(self) -> None:
+        """Display the picture output (once per display of the widget; updates reach all)."""
+        from IPython.display import display
+
+        if self.display_id is None:
+            self.display_id = f"sam-widget-{uuid.uuid4().hex}"
+        display(self.bundle(), raw=True, display_id=self.display_id)
+
+    def changed(self) -> None:
+        """The masks or objects changed: re-render once things are quiet for ``delay`` s."""
+        if self.display_id is None:
+            return
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self._delay, self.update)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def update(self) -> None:
+        """Re-render now and replace the output in place."""
+        from IPython.display import update_display
+
+        with self._lock:
+            self._timer = None
+        if self.display_id is None:
+            return
+        try:
+            update_display(self.bundle(), raw=True, display_id=self.display_id)
+            self.updates += 1
+        except Exception:  # never let a picture break the widget (e.g. the kernel is closing)
+            pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
