@@ -31,6 +31,8 @@ export interface SamWidgetModel {
   hover: boolean;
   refine: boolean;
   multimask: boolean;
+  /** "ready" | "running" | "unavailable: why" (the Everything button and its Stop) */
+  everything_state: string;
   engine: string;
   device: string;
   image_width: number;
@@ -113,7 +115,7 @@ class Session {
     on("change:prompt_seq", () => this.ackSeq());
     on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
     for (const name of ["points", "box", "selected", "scores", "status", "message", "opacity",
-      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev"]) {
+      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev", "everything_state"]) {
       on(`change:${name}`, () => this.notify());
     }
     this.loadImage();
@@ -339,6 +341,7 @@ export default {
     const clearBtn = h("button", { "aria-label": "Clear", title: "Clear prompts (Esc)" }, "Clear");
     const addBtn = h("button", { "aria-label": "Add object", title: "Keep this mask as an object and start the next one (Enter)" }, "Add object");
     const allBtn = h("button", { "aria-label": "Everything", title: "Segment everything: SAM's automatic masks, each kept as an object" }, "Everything");
+    const stopBtn = h("button", { "aria-label": "Stop", title: "Stop segmenting everything (nothing is added)", hidden: "" }, "■ Stop");
     const brushBtn = h("button", { "aria-label": "Brush", "aria-pressed": "false", title: "Brush: paint onto the current mask, or onto the object chosen in the list (b; size: [ and ])" }, "Brush");
     const eraserBtn = h("button", { "aria-label": "Eraser", "aria-pressed": "false", title: "Eraser: remove pixels from the current mask or the chosen object (e; size: [ and ])" }, "Eraser");
     const fullBtn = h("button", { "aria-label": "Full size", "aria-pressed": "false", title: "Show the image at full display resolution (scrolls), or fit it to the window (f)" }, "⤢");
@@ -356,7 +359,7 @@ export default {
       "aria-label": "Candidate masks, each with SAM's predicted IoU (its own estimate of mask quality)",
       title: "SAM's three candidates; the number is its predicted IoU, an estimate of mask quality (keys 1-3, Alt+wheel)",
     });
-    bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, h("span", { class: "sam-sep" }), tabs,
+    bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, stopBtn, h("span", { class: "sam-sep" }), tabs,
       h("span", { class: "sam-sep" }), brushBtn, eraserBtn, hoverLabel, refineLabel, opacityLabel, fullBtn);
 
     const objectList = h("ul", { class: "sam-objects", "aria-label": "Objects" });
@@ -556,6 +559,12 @@ export default {
       brushBtn.setAttribute("aria-pressed", String(brush.mode === "brush"));
       eraserBtn.setAttribute("aria-pressed", String(brush.mode === "eraser"));
       fullBtn.setAttribute("aria-pressed", String(full));
+      const every = model.get("everything_state") ?? "ready";
+      disable(allBtn, every !== "ready");
+      allBtn.title = every.startsWith("unavailable")
+        ? every.slice("unavailable: ".length)
+        : "Segment everything: SAM's automatic masks, each kept as an object (progress and count below; Stop ends it)";
+      stopBtn.hidden = every !== "running";
       stage.classList.toggle("sam-brush", brush.active);
       const scores = model.get("scores") ?? [];
       const selected = model.get("selected");
@@ -788,6 +797,7 @@ export default {
     clearBtn.addEventListener("click", act(() => session.sendEdit("clear")));
     addBtn.addEventListener("click", act(() => session.sendCommit()));
     allBtn.addEventListener("click", act(() => session.send({ type: "everything" })));
+    stopBtn.addEventListener("click", act(() => session.send({ type: "stop" })));
     brushBtn.addEventListener("click", act(() => setTool("brush")));
     eraserBtn.addEventListener("click", act(() => setTool("eraser")));
     fullBtn.addEventListener("click", act(toggleFull));

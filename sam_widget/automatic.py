@@ -281,6 +281,7 @@ class MaskGenerator:
         )
         total = sum(-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layers)
         counter = [0, total, progress]
+        self.found = 0  # masks kept so far (before the final de-duplication across crops)
         previous = self.predictor._state
         try:
             parts = [
@@ -328,6 +329,7 @@ class MaskGenerator:
                 )
             )
             counter[0] += 1
+            self.found += len(parts[-1])
             if counter[2] is not None:
                 counter[2](counter[0], counter[1])
         data = _Masks.cat(parts)

@@ -44,6 +44,10 @@ class PromptError(ValueError):
     """A prompt that cannot be used (bad coordinates, types, too many points...)."""
 
 
+class _Stopped(Exception):
+    """The user pressed Stop during "Everything" (args: batches done, total)."""
+
+
 @dataclass
 class _Entry:
     """One prompt state in the undo history, with its answer once decoded."""
@@ -210,6 +214,9 @@ class SamWidget(anywidget.AnyWidget):
     history_index = t.Int(0).tag(sync=True)
     """Index of the current state in ``history``."""
     _uid = t.Unicode().tag(sync=True)
+    everything_state = t.Unicode("ready").tag(sync=True)
+    """The "Everything" button: "ready", "running" (the view offers Stop) or "unavailable: why"
+    (engines without SAM; the reason is the button's tooltip)."""
     _view_rev = t.Int(-1).tag(sync=True)
     """The mask revision a view drew after its own last action (set by the view: a change
     hosts like marimo see, so cells that read ``w.mask`` re-run after each click)."""
@@ -282,6 +289,14 @@ class SamWidget(anywidget.AnyWidget):
             self._fail(f"could not load the model: {exc}")
             raise
         self.engine = str(getattr(self._engine, "name", type(self._engine).__name__))
+        self._stop_everything = False
+        from .predictor import Predictor
+
+        if not isinstance(self._engine, Predictor):
+            self.everything_state = (
+                f"unavailable: Everything needs SAM; this widget runs the weights-free "
+                f"{self.engine!r} engine. Create it with model='vit_b' (SAM's weights) to "
+                "segment everything.")
         self.device = str(getattr(self._engine, "device", "cpu"))
         with self._cv:
             self._encode_image = self._rgb
@@ -812,9 +827,14 @@ class SamWidget(anywidget.AnyWidget):
             elif kind == "wire":
                 self.set_wire(str(content.get("mode", "")))
             elif kind == "everything":
+                if self.everything_state.startswith("unavailable"):
+                    raise PromptError(self.everything_state.split(": ", 1)[1])
                 with self._cv:
+                    self._stop_everything = False
                     self._everything = True
                     self._cv.notify_all()
+            elif kind == "stop":
+                self._stop_everything = True
             else:
                 raise PromptError(f"unknown message type {kind!r}")
         except Exception as exc:  # never a dead widget: say what was wrong, keep the state
@@ -878,20 +898,38 @@ class SamWidget(anywidget.AnyWidget):
             elif self._hover_req is not None:
                 self._decode_hover()
             elif self._everything:
-                try:
-                    self._write(message="segmenting everything…")
-                    self.segment_everything(progress=self._everything_progress,
-                                            **self.everything_settings)
-                    self._write(message=self._ready_message())
-                except Exception as exc:
-                    self._report(exc, "everything")
-                finally:
-                    with self._cv:
-                        self._everything = False
-                        self._cv.notify_all()
+                self._run_everything()
 
-    def _everything_progress(self, done: int, total: int) -> None:
-        self._write(message=f"segmenting everything… {done}/{total} batches of points")
+    def _run_everything(self) -> None:
+        """The "Everything" button's run: progress and masks found in the status line, Stop
+        honoured after the batch in flight."""
+        from .automatic import MaskGenerator
+
+        self._write(message="segmenting everything…", everything_state="running")
+        gen = MaskGenerator(self._engine, **self.everything_settings)
+
+        def progress(done: int, total: int) -> None:
+            if self._stop_everything:
+                raise _Stopped(done, total)
+            self._write(message=f"segmenting everything… {done}/{total} batches of points · "
+                                f"{gen.found} masks found so far")
+
+        try:
+            records = gen.generate(self._rgb, progress=progress)
+            added = self._add_records(records)
+            self._write(message=f"everything: {len(added)} masks added as objects · "
+                                f"{self._ready_message()}")
+        except _Stopped as stop:
+            self._write(message=f"everything stopped after {stop.args[0]}/{stop.args[1]} "
+                                f"batches; nothing added · {self._ready_message()}")
+        except Exception as exc:
+            self._report(exc, "everything")
+        finally:
+            with self._cv:
+                self._everything = False
+                self._stop_everything = False
+                self._write(everything_state="ready")
+                self._cv.notify_all()
 
     def _ready_message(self) -> str:
         took = getattr(self, "_encode_seconds", 0.0)
