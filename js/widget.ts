@@ -31,6 +31,8 @@ export interface SamWidgetModel {
   hover: boolean;
   refine: boolean;
   multimask: boolean;
+  /** a short notice shown until dismissed (e.g. SAM's weights are missing: how to get them) */
+  notice: string;
   /** "ready" | "running" | "unavailable: why" (the Everything button and its Stop) */
   everything_state: string;
   engine: string;
@@ -115,7 +117,7 @@ class Session {
     on("change:prompt_seq", () => this.ackSeq());
     on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
     for (const name of ["points", "box", "selected", "scores", "status", "message", "opacity",
-      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev", "everything_state"]) {
+      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev", "everything_state", "notice"]) {
       on(`change:${name}`, () => this.notify());
     }
     this.loadImage();
@@ -362,9 +364,13 @@ export default {
     bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, stopBtn, h("span", { class: "sam-sep" }), tabs,
       h("span", { class: "sam-sep" }), brushBtn, eraserBtn, hoverLabel, refineLabel, opacityLabel, fullBtn);
 
+    const notice = h("div", { class: "sam-notice", role: "note", hidden: "" });
+    const noticeText = h("span", { class: "sam-notice-text" });
+    const noticeClose = h("button", { "aria-label": "Dismiss notice", title: "Dismiss this notice" }, "×");
+    notice.append(noticeText, noticeClose);
     const objectList = h("ul", { class: "sam-objects", "aria-label": "Objects" });
     const status = h("div", { class: "sam-status", role: "status", "aria-live": "polite" });
-    root.append(viewport, bar, objectList, status);
+    root.append(notice, viewport, bar, objectList, status);
     el.append(root);
     const stopTheme = followTheme(root);
     const brush = new BrushTool();
@@ -617,6 +623,12 @@ export default {
           return li;
         }));
       }
+      const note = model.get("notice") ?? "";
+      if (noticeText.textContent !== note) noticeText.textContent = note;
+      if (notice.hidden !== !note) {
+        notice.hidden = !note;
+        layout(); // the notice takes room from the image, never pushes the toolbar away
+      }
       const st = model.get("status");
       status.textContent = model.get("message") || st;
       status.classList.toggle("error", st.startsWith("error"));
@@ -797,6 +809,7 @@ export default {
     clearBtn.addEventListener("click", act(() => session.sendEdit("clear")));
     addBtn.addEventListener("click", act(() => session.sendCommit()));
     allBtn.addEventListener("click", act(() => session.send({ type: "everything" })));
+    noticeClose.addEventListener("click", act(() => session.send({ type: "dismiss" })));
     stopBtn.addEventListener("click", act(() => session.send({ type: "stop" })));
     brushBtn.addEventListener("click", act(() => setTool("brush")));
     eraserBtn.addEventListener("click", act(() => setTool("eraser")));

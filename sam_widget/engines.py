@@ -27,26 +27,26 @@ class EngineFallbackWarning(UserWarning):
     """SAM's weights could not be had, so the weights-free engine is used instead."""
 
 
-#: folders whose frames are ours or the widget machinery's, never "the user's code"
-_INTERNAL = tuple(
-    str(Path(p).resolve()) for p in (
-        Path(__file__).parent,
-        *(Path(m.__file__).parent for m in (sys.modules.get("traitlets"),
-                                            sys.modules.get("ipywidgets"),
-                                            sys.modules.get("anywidget")) if m is not None),
-    )
-)
+def _internal_dirs() -> tuple[str, ...]:
+    """Folders whose frames are ours or the widget machinery's, never "the user's code"."""
+    dirs = [Path(__file__).parent]
+    for name in ("traitlets", "ipywidgets", "anywidget"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(Path(module.__file__).parent)
+    return tuple(str(d.resolve()) for d in dirs)
 
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning issued by our caller point at the first frame
     outside sam_widget (and traitlets/ipywidgets/anywidget): the user's cell or script, not a
     library file and line (which read like a crash)."""
+    internal = _internal_dirs()
     frame = sys._getframe(1)  # our caller, the function that calls warnings.warn
     level = 1
     while frame is not None:
         name = str(Path(frame.f_code.co_filename).resolve()) if frame.f_code.co_filename else ""
-        if not name.startswith(_INTERNAL):
+        if not name.startswith(internal):
             return level
         frame = frame.f_back
         level += 1

@@ -214,6 +214,9 @@ class SamWidget(anywidget.AnyWidget):
     history_index = t.Int(0).tag(sync=True)
     """Index of the current state in ``history``."""
     _uid = t.Unicode().tag(sync=True)
+    notice = t.Unicode("").tag(sync=True)
+    """A short notice shown inside the widget until dismissed, e.g. that SAM's weights are
+    missing and how to get them (a warning alone is hidden by Voila and `marimo run`)."""
     everything_state = t.Unicode("ready").tag(sync=True)
     """The "Everything" button: "ready", "running" (the view offers Stop) or "unavailable: why"
     (engines without SAM; the reason is the button's tooltip)."""
@@ -290,6 +293,7 @@ class SamWidget(anywidget.AnyWidget):
             raise
         self.engine = str(getattr(self._engine, "name", type(self._engine).__name__))
         self._stop_everything = False
+        self.notice = str(getattr(self._engine, "fallback_notice", "") or "")
         from .predictor import Predictor
 
         if not isinstance(self._engine, Predictor):
@@ -835,6 +839,8 @@ class SamWidget(anywidget.AnyWidget):
                     self._cv.notify_all()
             elif kind == "stop":
                 self._stop_everything = True
+            elif kind == "dismiss":
+                self._write(notice="")
             else:
                 raise PromptError(f"unknown message type {kind!r}")
         except Exception as exc:  # never a dead widget: say what was wrong, keep the state
@@ -935,7 +941,8 @@ class SamWidget(anywidget.AnyWidget):
         took = getattr(self, "_encode_seconds", 0.0)
         engine = self.engine
         if engine == "classic":  # say plainly that this is not SAM (issue: works offline)
-            engine = "classic (weights-free, not SAM: see the warning for SAM weights)"
+            # never "see the warning": Voila and `marimo run` hide warnings (the notice says how)
+            engine = "classic (weights-free, not SAM)"
         return f"ready · {engine} on {self.device} · encoded in {took:.1f} s"
 
     def _encode(self, image: np.ndarray) -> None:

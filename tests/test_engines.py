@@ -177,3 +177,21 @@ def test_the_environment_can_pin_what_auto_means(weights_server, monkeypatch):
     # an explicit model is not overridden
     with pytest.raises(weights.CheckpointError):
         resolve_engine("vit_b")
+
+
+def test_the_widget_shows_the_fallback_as_a_notice_and_warns_at_the_users_line(no_weights):
+    import numpy as np
+
+    from sam_widget.widget import SamWidget
+
+    with pytest.warns(EngineFallbackWarning) as record:
+        w = SamWidget(np.zeros((32, 48, 3), np.uint8))  # model="auto"
+    try:
+        assert record[0].filename == __file__  # this line, not a library file
+        assert "weights-free classic engine" in w.notice and no_weights in w.notice
+        w.wait()
+        assert "warning" not in w.message  # Voila and `marimo run` hide warnings
+        w._msg_callbacks(w, {"type": "dismiss", "client": "t", "seq": 1}, [])
+        assert w.notice == ""
+    finally:
+        w.close()
