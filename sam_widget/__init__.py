@@ -20,6 +20,7 @@ _EXPORTS = {
     "MaskGenerator": "sam_widget.automatic",
     "ClassicPredictor": "sam_widget.classic",
     "SamWidget": "sam_widget.widget",
+    "marimo_ui": "sam_widget.hosts",
 }
 _SUBMODULES = {"export", "plot", "images", "weights", "models", "codec", "classic"}
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import build_sam  # noqa: F401
     from .predictor import Prediction, Predictor  # noqa: F401
     from .weights import load_model  # noqa: F401
+    from .hosts import marimo_ui  # noqa: F401
     from .widget import SamWidget  # noqa: F401
 
 

@@ -112,3 +112,24 @@ def apply_strokes(mask: np.ndarray, strokes: list[dict]) -> np.ndarray:
     for stroke in strokes:
         out = apply_stroke(out, stroke)
     return out
+
+
+def edit_candidates(masks: np.ndarray, strokes: list[dict]) -> np.ndarray:
+    """Candidate masks (C, H, W) with the strokes applied to each (the user's edits follow
+    whichever candidate is chosen); the input itself when there are no strokes."""
+    masks = np.asarray(masks, dtype=bool)
+    if not strokes:
+        return masks
+    return np.stack([apply_strokes(m, strokes) for m in masks]) if len(masks) else masks
+
+
+def nearest_resize(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool (C, H, W) -> (C, height, width), each output pixel the input pixel under its
+    centre (what a canvas shows when it scales a mask without smoothing)."""
+    masks = np.asarray(masks, dtype=bool)
+    src_h, src_w = masks.shape[-2:]
+    if (src_h, src_w) == (height, width):
+        return masks
+    rows = np.minimum(((np.arange(height) + 0.5) * src_h / height).astype(np.int64), src_h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * src_w / width).astype(np.int64), src_w - 1)
+    return masks[..., rows[:, None], cols[None, :]]

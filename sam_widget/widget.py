@@ -27,6 +27,7 @@ import traitlets as t
 from .codec import display_size, encode_image, encode_masks
 from .images import to_rgb
 from .predictor import Prediction
+from .strokes import edit_candidates, nearest_resize, validate_stroke
 from .wire import (
     bytes_trait_from_json, bytes_trait_to_json, default_mode, probe_answer, to_wire,
 )
@@ -57,10 +58,26 @@ class _Entry:
     prediction: Prediction | None = None
     selected: int = 0
     mask_input: np.ndarray | None = field(default=None, repr=False)
+    #: brush/eraser strokes on top of the answer (sam_widget.strokes), carried to later prompts
+    strokes: list[dict] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not self.points and self.box is None
+
+    def full_masks(self, prediction: Prediction | None = None) -> np.ndarray:
+        """Bool (C, H, W) candidates at the image size, strokes applied."""
+        pred = prediction if prediction is not None else self.prediction
+        return edit_candidates(np.asarray(pred.masks), self.strokes)
+
+    def shown_masks(self, height: int, width: int,
+                    prediction: Prediction | None = None) -> np.ndarray:
+        """Bool (C, height, width) candidates at display size, strokes applied (at full
+        resolution first, so the view shows exactly what Python has)."""
+        pred = prediction if prediction is not None else self.prediction
+        if not self.strokes:
+            return np.asarray(pred.masks_at(height, width))
+        return nearest_resize(self.full_masks(pred), height, width)
 
 
 def _number(value: Any, what: str) -> float:
@@ -329,7 +346,7 @@ class SamWidget(anywidget.AnyWidget):
         pred = self.prediction
         if pred is None:
             return np.zeros((0, *self._rgb.shape[:2]), bool)
-        return np.asarray(pred.masks)
+        return self._history[self._index].full_masks(pred)
 
     @property
     def mask(self) -> np.ndarray:
@@ -345,7 +362,66 @@ class SamWidget(anywidget.AnyWidget):
         pred = self.prediction
         if pred is None:
             return np.zeros((0, self.display_height, self.display_width), bool)
-        return np.asarray(pred.masks_at(self.display_height, self.display_width))
+        return self._history[self._index].shown_masks(self.display_height, self.display_width,
+                                                      pred)
+
+    def apply_stroke(self, stroke: dict, target: int | None = None,
+                     seq: str | None = None, wait: bool = True) -> SamWidget:
+        """Brush or erase at full resolution: ``stroke`` is ``{"mode": "add" | "erase",
+        "radius": r, "points": [[x, y], ...]}`` in image pixels (sam_widget.strokes).
+
+        ``target`` None edits the current mask (an undoable step; later prompts keep the edit,
+        "Add object" and the prompt log record it); an object id edits that kept object.
+        Returns once the masks reflect it."""
+        w, h = self._size
+        try:
+            clean = validate_stroke(stroke, w, h)
+        except ValueError as exc:
+            raise PromptError(str(exc)) from None
+        with self._cv:
+            if target is None:
+                cur = self._history[self._index]
+                if cur.prediction is None:
+                    raise PromptError("nothing to paint on yet: click the object first, then "
+                                      "brush or erase its mask")
+                self._push(_Entry(cur.points, cur.box, prediction=cur.prediction,
+                                  selected=cur.selected, mask_input=cur.mask_input,
+                                  strokes=[*cur.strokes, clean]), seq=seq)
+            else:
+                self._stroke_object(target, clean)
+                if seq is not None:
+                    self._write(prompt_seq=seq)
+        return self._wait() if wait else self
+
+    def _stroke_object(self, object_id: Any, stroke: dict) -> None:
+        from .strokes import apply_stroke
+
+        objects = list(self.objects)
+        for i, obj in enumerate(objects):
+            if obj["id"] == object_id:
+                break
+        else:
+            raise PromptError(f"no object with id {object_id!r}")
+        mask = apply_stroke(obj["mask"], stroke)
+        objects[i] = {**obj, "mask": mask, "area": int(mask.sum()),
+                      "strokes": [*obj.get("strokes", []), stroke]}
+        disp = nearest_resize(mask[None], self.display_height, self.display_width)[0]
+        self._object_bytes[object_id] = encode_masks(disp)
+        self._write(objects=objects)
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """The user-level state as plain data (what marimo shows as the element's value, see
+        `sam_widget.hosts.marimo_ui`): points, box, selected, scores and the objects without
+        their masks (each with its area in pixels)."""
+        return {
+            "points": [list(p) for p in self.points],
+            "box": None if self.box is None else list(self.box),
+            "selected": int(self.selected),
+            "scores": [float(s) for s in self.scores],
+            "objects": [{k: v for k, v in o.items() if k != "mask"} for o in self.objects],
+            "status": self.status,
+        }
 
     def add_point(self, x: float, y: float, label: int = 1) -> SamWidget:
         """Add a prompt point (image pixels); returns once the masks reflect it."""
@@ -405,7 +481,7 @@ class SamWidget(anywidget.AnyWidget):
             k = min(entry.selected, len(entry.prediction.scores) - 1)
             oid = self._next_object
             self._next_object += 1
-            mask = np.asarray(entry.prediction.masks[k])
+            mask = entry.full_masks()[k]
             steps = self._prompt_steps()
             obj = {
                 "id": oid,
@@ -419,9 +495,11 @@ class SamWidget(anywidget.AnyWidget):
                 # how to reproduce the mask: the decoded prompt states, each one's selected
                 # logits fed to the next as mask_input when refine is on (export.replay)
                 "steps": steps,
+                # hand edits after the prompts (export.replay applies them last)
+                "strokes": [dict(s) for s in entry.strokes],
                 "mask": mask,
             }
-            disp = entry.prediction.masks_at(self.display_height, self.display_width)[k]
+            disp = entry.shown_masks(self.display_height, self.display_width)[k]
             self._object_bytes[oid] = encode_masks(disp)
             self._history = [_Entry([], None)]
             self._index = 0
@@ -520,14 +598,17 @@ class SamWidget(anywidget.AnyWidget):
         if self.objects:
             masks = np.stack([o["mask"] for o in self.objects])
             scores = [o["score"] for o in self.objects]
-            prompts = [{"points": o["points"], "box": o["box"], "steps": o.get("steps", [])}
+            prompts = [{"points": o["points"], "box": o["box"], "steps": o.get("steps", []),
+                        "strokes": o.get("strokes", [])}
                        for o in self.objects]
         else:
             masks = self.mask[None]
             scores = [float(self.scores[self.selected])] if self.scores else None
             with self._cv:
                 steps = self._prompt_steps()
-            prompts = [{"points": self.points, "box": self.box, "steps": steps}]
+            strokes = [dict(s) for s in self._history[self._index].strokes]
+            prompts = [{"points": self.points, "box": self.box, "steps": steps,
+                        "strokes": strokes}]
         return masks, scores, prompts
 
     def save(self, path: str | Path) -> Path:
@@ -607,8 +688,8 @@ class SamWidget(anywidget.AnyWidget):
         entry = self._history[self._index]
         masks = [o["mask"] for o in self.objects if o.get("visible", True)]
         if entry.prediction is not None:
-            masks.append(entry.prediction.masks[min(entry.selected,
-                                                    len(entry.prediction.scores) - 1)])
+            masks.append(entry.full_masks()[min(entry.selected,
+                                                len(entry.prediction.scores) - 1)])
         pts = [(p[0], p[1]) for p in entry.points]
         labels = [p[2] for p in entry.points]
         return render(self._rgb, masks=masks, points=pts, labels=labels, box=entry.box,
@@ -656,8 +737,8 @@ class SamWidget(anywidget.AnyWidget):
         entry = self._history[self._index]
         masks = [o["mask"] for o in self.objects if o.get("visible", True)]
         if entry.prediction is not None:
-            masks.append(entry.prediction.masks[min(entry.selected,
-                                                    len(entry.prediction.scores) - 1)])
+            masks.append(entry.full_masks()[min(entry.selected,
+                                                len(entry.prediction.scores) - 1)])
         pts = [(p[0], p[1]) for p in entry.points]
         labels = [p[2] for p in entry.points]
         return render_png(self._rgb, masks=masks, points=pts, labels=labels, box=entry.box,
@@ -711,7 +792,7 @@ class SamWidget(anywidget.AnyWidget):
                 if seq is not None:
                     self._write(prompt_seq=seq)
             else:
-                self._push(_Entry(points, box), seq=seq)
+                self._push(_Entry(points, box, strokes=list(cur.strokes)), seq=seq)
         return self._wait() if wait else self
 
     def wait(self) -> SamWidget:
@@ -839,6 +920,9 @@ class SamWidget(anywidget.AnyWidget):
                     self._cv.notify_all()
             elif kind == "stop":
                 self._stop_everything = True
+            elif kind == "stroke":
+                stroke = {k: content.get(k) for k in ("mode", "radius", "points")}
+                self.apply_stroke(stroke, target=content.get("target"), seq=seq, wait=False)
             elif kind == "dismiss":
                 self._write(notice="")
             else:
@@ -1024,6 +1108,8 @@ class SamWidget(anywidget.AnyWidget):
                 pred = entry.prediction  # undo/redo to a state answered before: no decode
             elif hovered is not None:  # the hover preview already decoded this click
                 pred, masks = hovered
+                if entry.strokes:
+                    masks = entry.shown_masks(self.display_height, self.display_width, pred)
                 self.stats["hover_reused"] += 1
             else:
                 pred = self._predict(entry.points, entry.box, mask_input, multimask)
@@ -1032,7 +1118,7 @@ class SamWidget(anywidget.AnyWidget):
                 data, scores, best = b"", [], 0
             else:
                 if masks is None:
-                    masks = pred.masks_at(self.display_height, self.display_width)
+                    masks = entry.shown_masks(self.display_height, self.display_width, pred)
                 data = encode_masks(masks)
                 scores = [float(s) for s in np.asarray(pred.scores).reshape(-1)]
                 best = entry.selected if entry.prediction is not None else pred.best

@@ -87,3 +87,53 @@ def test_the_picture_follows_clicks_and_objects():
         assert ("image/png" in bundle) or ("image/jpeg" in bundle)
     finally:
         w.close()
+
+
+def test_brush_strokes_are_full_resolution_undoable_and_replayed(tmp_path):
+    from sam_widget.export import replay
+
+    w = SamWidget(scene(), model=sw.ClassicPredictor())
+    try:
+        w.add_point(140, 120)  # the yellow block
+        before = w.mask.copy()
+        assert not before[20:30, 20:30].any()
+        send(w, type="stroke", mode="add", radius=6, points=[[20, 25], [40, 25]], target=None)
+        w.wait()
+        painted = w.mask
+        assert painted[25, 20:40].all() and (painted | before).sum() == painted.sum()
+        # the view draws exactly Python's edited mask (display size = image size here)
+        assert (w.display_masks[w.selected] == painted).all()
+        send(w, type="stroke", mode="erase", radius=4, points=[[140, 120]], target=None)
+        w.wait()
+        assert not w.mask[120, 140] and w.mask[25, 30]
+        w.undo()  # the eraser stroke goes
+        assert w.mask[120, 140] and w.mask[25, 30]
+        w.undo()  # then the brush stroke
+        assert (w.mask == before).all()
+        w.redo()
+        w.add_point(100, 100)  # a later prompt keeps the edit
+        assert w.mask[25, 30]
+        obj = w.commit()
+        assert obj["strokes"] and obj["mask"][25, 30]
+        # a kept object: brush it directly
+        send(w, type="stroke", mode="add", radius=3, points=[[300, 220]], target=obj["id"])
+        assert w.objects[0]["mask"][220, 300] and len(w.objects[0]["strokes"]) == 2
+        # the prompt log replays to the same edited mask
+        w.save(tmp_path / "out")
+        [replayed] = replay(tmp_path / "out", sw.ClassicPredictor())
+        assert (replayed == w.objects[0]["mask"]).all()
+    finally:
+        w.close()
+
+
+def test_a_stroke_without_a_mask_or_with_bad_values_says_what_to_do():
+    w = SamWidget(scene(), model=sw.ClassicPredictor())
+    try:
+        w.wait()
+        send(w, type="stroke", mode="add", radius=5, points=[[10, 10]], target=None)
+        assert "click the object first" in w.message
+        w.add_point(140, 120)
+        send(w, type="stroke", mode="smudge", radius=5, points=[[10, 10]], target=None)
+        assert "mode must be 'add' or 'erase'" in w.message
+    finally:
+        w.close()

@@ -25,9 +25,16 @@ def _():
     img = np.zeros((240, 320, 3), np.uint8)
     img[..., 2] = 90
     img[60:180, 80:200] = (220, 200, 40)
-    w = mo.ui.anywidget(sw.SamWidget(img, model=sw.ClassicPredictor()))
-    w
-    return mo, w
+    w = sw.marimo_ui(sw.SamWidget(img, model=sw.ClassicPredictor()))
+    plain = mo.ui.anywidget(sw.SamWidget(img, model=sw.ClassicPredictor()))
+    mo.vstack([w, plain])
+    return mo, plain, w
+
+
+@app.cell
+def _(mo, plain):
+    mo.md(f"plain anywidget points: {len(plain.points)}")
+    return
 
 
 @app.cell
@@ -66,5 +73,10 @@ def test_a_click_reruns_the_cells_that_read_the_widget(marimo_server, chromium):
         assert "bytes in value: False" in text.inner_text()
         for name in ("points", "box", "selected", "objects"):
             assert name in text.inner_text()
+        # plain mo.ui.anywidget re-runs its dependents after a click too
+        second = page.locator("canvas.sam-markers").nth(1)
+        bb = second.bounding_box()
+        page.mouse.click(bb["x"] + 0.4 * bb["width"], bb["y"] + 0.5 * bb["height"])
+        page.get_by_text("plain anywidget points: 1").wait_for()
     finally:
         context.close()
