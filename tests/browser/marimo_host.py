@@ -45,7 +45,11 @@ class MarimoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-        env["XDG_CONFIG_HOME"] = str(self._tmp / "config")  # no user marimo.toml
+        env["XDG_CONFIG_HOME"] = str(self._tmp / "config")  # our marimo.toml, not the user's
+        config = self._tmp / "config" / "marimo" / "marimo.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        # run every cell when the page opens, and re-run dependents on changes
+        config.write_text('[runtime]\nauto_instantiate = true\non_cell_change = "autorun"\n')
         env["XDG_CACHE_HOME"] = str(self._tmp / "cache")
         env["PYTHONUNBUFFERED"] = "1"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())

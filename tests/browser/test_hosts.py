@@ -258,3 +258,34 @@ def test_saved_notebook_and_offline_html_show_the_latest_masks(lab, lab_server, 
                    check=True, capture_output=True)
     html = html_path.read_text()
     assert f"data:{mime};base64," + "".join(data[mime])[:200] in html
+
+
+def test_brush_and_eraser_edit_the_mask_in_the_kernel(lab):
+    nb = lab.new_notebook()
+    view = show(nb, 240, 320)
+    click_at(nb, view, 0.35, 0.45)  # the disc
+    wait_overlay_rev(view, settled(nb)["rev"])
+    nb.page.keyboard.press("b")  # brush
+    assert view.get_by_role("button", name="Brush").get_attribute("aria-pressed") == "true"
+    nb.page.keyboard.press("]")  # a bigger brush
+    canvas = view.locator("canvas.sam-markers")
+    bb = canvas.bounding_box()
+    at = lambda fx, fy: (bb["x"] + fx * bb["width"], bb["y"] + fy * bb["height"])  # noqa: E731
+    nb.page.mouse.move(*at(0.05, 0.1))
+    nb.page.mouse.down()
+    for i in range(1, 11):
+        nb.page.mouse.move(*at(0.05 + 0.02 * i, 0.1))
+    nb.page.mouse.up()
+    # image pixel (x, y) = (0.1 * 320, 0.1 * 240): painted in Python's full-size mask
+    wait_for(lambda: nb.value("bool(w.mask[24, 32])"), "the stroke in the kernel")
+    rev = settled(nb)["rev"]
+    wait_overlay_rev(view, rev)
+    assert canvas_alpha(view)[24, 32], "the stroke is drawn"
+    nb.page.keyboard.press("e")  # the eraser, over the disc's centre
+    nb.page.mouse.click(*at(0.35, 0.45))
+    wait_for(lambda: not nb.value("bool(w.mask[108, 112])"), "the eraser in the kernel")
+    nb.page.keyboard.press("z")  # undo the eraser stroke
+    wait_for(lambda: nb.value("bool(w.mask[108, 112])"), "undo")
+    nb.page.keyboard.press("Escape")  # leaves the eraser, not the prompts
+    assert view.get_by_role("button", name="Eraser").get_attribute("aria-pressed") == "false"
+    assert nb.value("len(w.points)") == 1
