@@ -266,7 +266,8 @@ def test_brush_and_eraser_edit_the_mask_in_the_kernel(lab):
     click_at(nb, view, 0.35, 0.45)  # the disc
     wait_overlay_rev(view, settled(nb)["rev"])
     nb.page.keyboard.press("b")  # brush
-    assert view.get_by_role("button", name="Brush").get_attribute("aria-pressed") == "true"
+    brush = view.get_by_role("button", name="Brush")
+    wait_for(lambda: brush.get_attribute("aria-pressed") == "true", "the brush on")
     nb.page.keyboard.press("]")  # a bigger brush
     canvas = view.locator("canvas.sam-markers")
     bb = canvas.bounding_box()
@@ -287,5 +288,6 @@ def test_brush_and_eraser_edit_the_mask_in_the_kernel(lab):
     nb.page.keyboard.press("z")  # undo the eraser stroke
     wait_for(lambda: nb.value("bool(w.mask[108, 112])"), "undo")
     nb.page.keyboard.press("Escape")  # leaves the eraser, not the prompts
-    assert view.get_by_role("button", name="Eraser").get_attribute("aria-pressed") == "false"
+    eraser = view.get_by_role("button", name="Eraser")
+    wait_for(lambda: eraser.get_attribute("aria-pressed") == "false", "Esc leaves the eraser")
     assert nb.value("len(w.points)") == 1
