@@ -45,6 +45,12 @@ export interface SamWidgetModel {
   can_redo: boolean;
   history: PromptState[];
   history_index: number;
+  index: number;
+  count: number;
+  image_name: string;
+  labels: string[];
+  label_colors: string[];
+  label: string | null;
   prompt_rev: number;
   mask_rev: number;
   prompt_seq: string;
@@ -62,6 +68,7 @@ export interface SamWidgetModel {
 export interface WireObject {
   id: number;
   name: string;
+  label: string | null;
   color: string;
   score: number;
   visible: boolean;
@@ -78,6 +85,8 @@ interface AnyModel {
   off(name: string, cb?: (...args: any[]) => void): void;
 }
 
+/** an unacknowledged message older than this makes the status line say "queued" */
+const QUEUED_AFTER_MS = 400;
 const HOVER_COLOR: [number, number, number] = [255, 215, 0];
 
 /** What all views of one widget share: the protocol with the kernel. */
@@ -101,10 +110,15 @@ class Session {
   /** prompt revision the kernel gave this page's last action; reported once its masks arrive */
   private awaitRev = -1;
   private cleanups: (() => void)[] = [];
+  /** when the oldest message the kernel has not acknowledged was sent (null: none) */
+  waitingSince: number | null = null;
+  private waitTimer: ReturnType<typeof setTimeout> | null = null;
+  /** the kernel is gone (restarted, shut down): nothing can be sent */
+  disconnected = false;
 
   constructor(readonly model: AnyModel) {
     this.hover = new HoverScheduler((seq, x, y) =>
-      model.send({ type: "hover", client: this.client, seq, x, y }),
+      this.post({ type: "hover", client: this.client, seq, x, y }),
     );
     const on = (name: string, cb: (...args: any[]) => void) => {
       model.on(name, cb);
@@ -116,8 +130,14 @@ class Session {
     on("change:objects", () => this.loadObjects());
     on("change:prompt_seq", () => this.ackSeq());
     on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
+    // ipywidgets marks every model of a restarting kernel as no longer live
+    on("comm_live_update", () => {
+      this.disconnected = (model as any).comm_live === false;
+      this.notify();
+    });
     for (const name of ["points", "box", "selected", "scores", "status", "message", "opacity",
-      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev", "everything_state", "notice"]) {
+      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev", "index", "count", "image_name",
+      "labels", "label", "label_colors", "everything_state", "notice"]) {
       on(`change:${name}`, () => this.notify());
     }
     this.loadImage();
@@ -126,6 +146,7 @@ class Session {
   }
 
   dispose(): void {
+    if (this.waitTimer) clearTimeout(this.waitTimer);
     this.cleanups.forEach((f) => f());
     this.views.clear();
   }
@@ -155,41 +176,84 @@ class Session {
     return this.seq;
   }
 
-  sendPrompt(state: PromptState, kind = "prompt"): void {
+  /** Send to the kernel; false (and the view says so) when it cannot be reached. */
+  private post(content: Record<string, unknown>): boolean {
+    if (this.disconnected) {
+      this.notify();
+      return false;
+    }
+    try {
+      this.model.send(content);
+      return true;
+    } catch (err) {
+      console.warn("sam-widget: the kernel cannot be reached", err);
+      this.disconnected = true;
+      this.notify();
+      return false;
+    }
+  }
+
+  /** A message the kernel acknowledges (prompt_seq): tagged with the revision it was based on
+   * (the kernel drops it if its state has moved on); after a while unanswered, the view says
+   * it is queued behind a busy kernel. */
+  private request(content: Record<string, unknown>): number {
     const seq = this.nextSeq();
+    const rev = this.model.get("prompt_rev") ?? 0;
+    if (!this.post({ ...content, client: this.client, seq, rev })) return seq;
+    if (this.waitingSince === null) {
+      this.waitingSince = performance.now();
+      this.waitTimer = setTimeout(() => this.notify(), QUEUED_AFTER_MS);
+    }
+    return seq;
+  }
+
+  /** What the status line says about the link to the kernel, or null when all is well. */
+  linkStatus(): string | null {
+    if (this.disconnected) return "disconnected from the kernel: re-run the cell to continue";
+    if (this.waitingSince !== null && performance.now() - this.waitingSince >= QUEUED_AFTER_MS) {
+      return "queued: the kernel is busy; your prompt is answered when it is free";
+    }
+    return null;
+  }
+
+  sendPrompt(state: PromptState, kind = "prompt"): void {
+    if (this.disconnected) return this.notify();
+    const seq = this.request({ type: kind, points: state.points, box: state.box });
     this.local = { ...state, seq };
     this.clickStart = performance.now();
     this.clickSeq = seq;
     this.clickRev = -1;
     performance.mark("sam:prompt", { detail: { seq } });
     this.hoverMask = null;
-    this.model.send({ type: kind, client: this.client, seq, points: state.points, box: state.box });
     this.notify();
   }
 
   /** Undo/redo/clear: drawn at once from the synced history, confirmed by the kernel. */
   sendEdit(kind: "undo" | "redo" | "clear"): void {
     const stack = this.stack();
+    if (this.disconnected) return this.notify();
     const next = kind === "undo" ? stack.undo() : kind === "redo" ? stack.redo() : stack.clear();
-    const seq = this.nextSeq();
+    const seq = this.request({ type: kind });
     this.local = { ...next, seq };
     this.hoverMask = null;
-    this.model.send({ type: kind, client: this.client, seq });
     this.notify();
   }
 
   sendCommit(): void {
-    const seq = this.nextSeq();
-    this.model.send({ type: "commit", client: this.client, seq });
+    this.request({ type: "commit" });
   }
 
   send(content: Record<string, unknown>): void {
-    this.model.send({ ...content, client: this.client, seq: this.nextSeq() });
+    this.request(content);
   }
 
   private ackSeq(): void {
     const [client, seq] = (this.model.get("prompt_seq") ?? "").split(":");
     if (client !== this.client) return;
+    if (Number(seq) >= this.seq) {
+      this.waitingSince = null; // everything this view sent has been handled
+      if (this.waitTimer) clearTimeout(this.waitTimer);
+    }
     if (Number(seq) === this.clickSeq) this.clickRev = this.model.get("prompt_rev");
     this.awaitRev = this.model.get("prompt_rev");
     if (this.local && Number(seq) >= this.local.seq) this.local = null;
@@ -364,13 +428,26 @@ export default {
     bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, stopBtn, h("span", { class: "sam-sep" }), tabs,
       h("span", { class: "sam-sep" }), brushBtn, eraserBtn, hoverLabel, refineLabel, opacityLabel, fullBtn);
 
+    // dataset navigation and class labels (shown when there are several images / labels)
+    const nav = h("div", { class: "sam-bar sam-nav", role: "toolbar", "aria-label": "Images" });
+    const prevBtn = h("button", { "aria-label": "Previous image", title: "Previous image (p, PageUp)" }, "◀");
+    const nextBtn = h("button", { "aria-label": "Next image", title: "Next image (n, PageDown)" }, "▶");
+    const position = h("input", {
+      class: "sam-position", type: "text", inputmode: "numeric", size: "5",
+      "aria-label": "Image number", title: "Type an image number and press Enter to jump there",
+    });
+    const countLabel = h("span", { class: "sam-count" });
+    const nameLabel = h("span", { class: "sam-name" });
+    const labelPick = h("select", { "aria-label": "Label", title: "Label of the next object (shift+1…9)" });
+    nav.append(prevBtn, position, countLabel, nextBtn, nameLabel, labelPick);
+
+    const objectList = h("ul", { class: "sam-objects", "aria-label": "Objects" });
+    const status = h("div", { class: "sam-status", role: "status", "aria-live": "polite" });
     const notice = h("div", { class: "sam-notice", role: "note", hidden: "" });
     const noticeText = h("span", { class: "sam-notice-text" });
     const noticeClose = h("button", { "aria-label": "Dismiss notice", title: "Dismiss this notice" }, "×");
     notice.append(noticeText, noticeClose);
-    const objectList = h("ul", { class: "sam-objects", "aria-label": "Objects" });
-    const status = h("div", { class: "sam-status", role: "status", "aria-live": "polite" });
-    root.append(notice, viewport, bar, objectList, status);
+    root.append(notice, viewport, nav, bar, objectList, status);
     el.append(root);
     const stopTheme = followTheme(root);
     const brush = new BrushTool();
@@ -592,9 +669,31 @@ export default {
         tab.textContent = `${i + 1} · ${s.toFixed(2)}`;
         tab.title = `Candidate ${i + 1}: predicted IoU ${s.toFixed(3)}, SAM's own estimate of its quality (key ${i + 1})`;
       });
+      const count = model.get("count") ?? 1;
+      const index = model.get("index") ?? 0;
+      const labels = model.get("labels") ?? [];
+      nav.hidden = count <= 1 && labels.length === 0;
+      for (const el of [prevBtn, nextBtn, position, countLabel, nameLabel]) el.hidden = count <= 1;
+      prevBtn.disabled = index <= 0;
+      nextBtn.disabled = index >= count - 1;
+      if (document.activeElement !== position) position.value = String(index + 1);
+      countLabel.textContent = `/ ${count}`;
+      nameLabel.textContent = model.get("image_name") ?? "";
+      labelPick.hidden = labels.length === 0;
+      const labelSig = JSON.stringify(labels);
+      if (labelPick.dataset.sig !== labelSig) {
+        labelPick.dataset.sig = labelSig;
+        labelPick.replaceChildren(h("option", { value: "" }, "(no label)"),
+          ...labels.map((name, i) => h("option", { value: name }, i < 9 ? `${name} (⇧${i + 1})` : name)));
+      }
+      labelPick.value = model.get("label") ?? "";
+      const colors = model.get("label_colors") ?? [];
+      const current = labels.indexOf(model.get("label") ?? "");
+      labelPick.style.borderColor = current >= 0 ? colors[current] ?? "" : "";
+
       const objects = model.get("objects") ?? [];
       if (brush.target !== null && !objects.some((o) => o.id === brush.target)) brush.target = null;
-      const sig = JSON.stringify([brush.target, objects.map((o) => [o.id, o.name, o.visible, o.color])]);
+      const sig = JSON.stringify([brush.target, labels, objects.map((o) => [o.id, o.name, o.visible, o.color, o.label])]);
       if (objectList.dataset.sig !== sig) {
         objectList.dataset.sig = sig;
         rebuild(objectList, objects.map((o) => {
@@ -619,7 +718,16 @@ export default {
             session.send({ type: "object", id: o.id, delete: true });
             keepFocus(root);
           });
-          li.append(vis, sw, pick, del);
+          li.append(vis, sw, pick);
+          if (labels.length) {
+            const choose = h("select", { "aria-label": `Label of ${o.name}` });
+            choose.append(h("option", { value: "" }, "(no label)"), ...labels.map((n) => h("option", { value: n }, n)));
+            choose.value = o.label ?? "";
+            choose.addEventListener("change", () =>
+              session.send({ type: "object", id: o.id, label: choose.value === "" ? null : choose.value }));
+            li.append(choose);
+          }
+          li.append(del);
           return li;
         }));
       }
@@ -630,8 +738,10 @@ export default {
         layout(); // the notice takes room from the image, never pushes the toolbar away
       }
       const st = model.get("status");
-      status.textContent = model.get("message") || st;
-      status.classList.toggle("error", st.startsWith("error"));
+      const link = session.linkStatus();
+      status.textContent = link ?? (model.get("message") || st);
+      status.classList.toggle("error", st.startsWith("error") || session.disconnected);
+      root.dataset.link = session.disconnected ? "disconnected" : link ? "queued" : "ok";
       const { points, box } = session.prompts();
       hint.hidden = points.length > 0 || box !== null || objects.length > 0 || brush.active ||
         !st.startsWith("ready");
@@ -658,6 +768,19 @@ export default {
       model.set("selected", i);
       model.save_changes();
       schedule();
+    };
+    const go = (i: number) => {
+      const count = model.get("count") ?? 1;
+      if (!Number.isInteger(i) || i < 0 || i >= count || i === model.get("index")) return;
+      model.set("index", i);
+      model.save_changes();
+    };
+    const pickLabel = (i: number) => {
+      const labels = model.get("labels") ?? [];
+      if (i < 0 || i >= labels.length) return;
+      model.set("label", labels[i]);
+      model.save_changes();
+      redraw();
     };
     const rect = (): Rect => markerCanvas.getBoundingClientRect();
     let down: { x: number; y: number; button: number; shift: boolean; id: number } | null = null;
@@ -764,9 +887,13 @@ export default {
     // the widget's keys (js/keys.ts keeps them from the host); true: used here
     const onKey = (e: KeyboardEvent): boolean => {
       if (e.type !== "keydown") return false;
-      const inInput = (e.target as HTMLElement)?.tagName === "INPUT";
-      if (inInput && e.key !== "Escape" && e.key !== "Enter") return false;
-      if (e.key === "1" || e.key === "2" || e.key === "3") select(Number(e.key) - 1);
+      const tag = (e.target as HTMLElement)?.tagName;
+      if ((tag === "INPUT" || tag === "SELECT") && e.key !== "Escape" && e.key !== "Enter") return false;
+      const digit = /^Digit([1-9])$/.exec(e.code);
+      if (e.shiftKey && digit) pickLabel(Number(digit[1]) - 1);
+      else if (e.key === "n" || e.key === "PageDown") go(model.get("index") + 1);
+      else if (e.key === "p" || e.key === "PageUp") go(model.get("index") - 1);
+      else if (e.key === "1" || e.key === "2" || e.key === "3") select(Number(e.key) - 1);
       else if (e.key === "z") session.sendEdit("undo");
       else if (e.key === "Z") session.sendEdit("redo");
       else if (e.key === "Escape") {
@@ -814,6 +941,20 @@ export default {
     brushBtn.addEventListener("click", act(() => setTool("brush")));
     eraserBtn.addEventListener("click", act(() => setTool("eraser")));
     fullBtn.addEventListener("click", act(toggleFull));
+    prevBtn.addEventListener("click", act(() => go(model.get("index") - 1)));
+    nextBtn.addEventListener("click", act(() => go(model.get("index") + 1)));
+    position.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.preventDefault();
+      e.stopPropagation();
+      go(Math.round(Number(position.value)) - 1);
+      position.value = String(model.get("index") + 1);
+      root.focus({ preventScroll: true });
+    });
+    labelPick.addEventListener("change", () => {
+      model.set("label", labelPick.value === "" ? null : labelPick.value);
+      model.save_changes();
+    });
     hoverBox.addEventListener("change", () => {
       model.set("hover", hoverBox.checked);
       model.save_changes();

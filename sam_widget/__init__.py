@@ -21,15 +21,17 @@ _EXPORTS = {
     "ClassicPredictor": "sam_widget.classic",
     "SamWidget": "sam_widget.widget",
     "marimo_ui": "sam_widget.hosts",
+    "Dataset": "sam_widget.dataset",
 }
-_SUBMODULES = {"export", "plot", "images", "weights", "models", "codec", "classic"}
+_SUBMODULES = {"export", "plot", "images", "weights", "models", "codec", "classic", "dataset"}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import classic, codec, export, images, models, plot, weights  # noqa: F401
+    from . import classic, codec, dataset, export, images, models, plot, weights  # noqa: F401
     from .automatic import MaskGenerator  # noqa: F401
     from .classic import ClassicPredictor  # noqa: F401
+    from .dataset import Dataset  # noqa: F401
     from .models import build_sam  # noqa: F401
     from .predictor import Prediction, Predictor  # noqa: F401
     from .weights import load_model  # noqa: F401

@@ -191,7 +191,7 @@ def test_the_widget_shows_the_fallback_as_a_notice_and_warns_at_the_users_line(n
         assert "weights-free classic engine" in w.notice and no_weights in w.notice
         w.wait()
         assert "warning" not in w.message  # Voila and `marimo run` hide warnings
-        w._msg_callbacks(w, {"type": "dismiss", "client": "t", "seq": 1}, [])
+        w._msg_callbacks(w, {"type": "dismiss", "client": "t", "seq": 1, "rev": w.prompt_rev}, [])
         assert w.notice == ""
     finally:
         w.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -38,15 +39,18 @@ def predictor():
 def widget(predictor):
     w = SamWidget(scene(), model=predictor)
     yield w
-    w.close()
+    with warnings.catch_warnings():  # "never saved": most tests make objects to look at
+        warnings.simplefilter("ignore")
+        w.close()
 
 
 def frontend(w: SamWidget, **content) -> None:
     """Deliver a custom message as the view would (through ipywidgets' dispatcher)."""
     content.setdefault("client", "test")
-    content.setdefault("seq", 1)
+    content.setdefault("seq", w._last_seq.get(content["client"], 0) + 1)
+    content.setdefault("rev", w.prompt_rev)
     w._msg_callbacks(w, content, [])
-    w._wait()
+    w._wait(check=False)
 
 
 # ------------------------------------------------------------------------------ construction
@@ -182,7 +186,11 @@ def test_commit_keeps_objects_and_starts_afresh(widget):
     assert obj["id"] == 1 and obj["mask"].shape == (240, 320)
     np.testing.assert_array_equal(obj["mask"], mask)
     assert obj["points"] == [[110, 100, 1]] and obj["visible"]
-    assert widget.points == [] and not widget.can_undo
+    assert widget.points == [] and widget.can_undo  # undo gives the prompts back
+    widget.undo()
+    assert widget.points == [[110, 100, 1]] and widget.objects == []
+    widget.redo()
+    assert widget.points == [] and len(widget.objects) == 1
     widget.add_point(250, 200)
     widget.commit(name="second")
     assert [o["name"] for o in widget.objects] == ["object 1", "second"]
@@ -215,10 +223,12 @@ def test_bursts_are_coalesced_and_sequence_numbers_acknowledged(widget):
         return real(**kw)
 
     widget._engine.predict = slow_predict
+    base = widget.prompt_rev  # the view has not heard back yet: every message has this base
     try:
         for seq in range(1, 21):
             widget._msg_callbacks(widget, {"type": "prompt", "client": "c", "seq": seq,
-                                           "points": [[10 + seq, 20, 1]], "box": None}, [])
+                                           "rev": base, "points": [[10 + seq, 20, 1]],
+                                           "box": None}, [])
         gate.set()
         widget._wait()
     finally:
@@ -296,10 +306,11 @@ def test_a_click_unlike_the_hover_is_decoded_afresh(widget, predictor, change):
     frontend(widget, type="prompt", seq=2, points=[[110, 100, 1], point], box=None)
     assert widget.stats["hover_reused"] == 0
     assert widget.stats["decodes"] == decodes + 1
-    first = widget._history[widget._index - 1].prediction
+    img = widget.session.current
+    first = img.history[img.pos - 1].prediction
     expected = predictor.predict(
         points=np.array([[110, 100], point[:2]], np.float32), labels=np.array([1, point[2]]),
-        mask_input=first.logits[min(widget._history[widget._index - 1].selected, 2)][None],
+        mask_input=first.logits[min(img.history[img.pos - 1].selected, 2)][None],
         multimask=widget.multimask)
     np.testing.assert_array_equal(widget.masks, expected.masks)
 
@@ -334,7 +345,8 @@ def test_everything_button_shows_progress_in_the_status_line(widget):
 def test_set_image_resets_prompts_and_objects(widget):
     widget.add_point(110, 100)
     widget.commit()
-    widget.set_image(scene(100, 150))
+    with pytest.warns(UserWarning, match="1 object.*never saved"):
+        widget.set_image(scene(100, 150))
     widget.add_point(10, 10)
     assert (widget.image_width, widget.image_height) == (150, 100)
     assert widget.objects == [] and widget.mask.shape == (100, 150)
@@ -452,3 +464,31 @@ def test_engine_errors_land_in_status_without_losing_prompts(widget):
     assert widget.points == [[110, 100, 1], [30, 30, 1]]
     widget.add_point(60, 60)
     assert widget.status == "ready"
+
+
+# --------------------------------------------------------------- one Predictor, many widgets
+def test_two_widgets_sharing_a_predictor_answer_from_their_own_images(predictor):
+    """Alternate clicks on two widgets over one Predictor, and a cell that calls
+    ``predictor.set_image`` meanwhile: each widget's masks are those of its own image."""
+    first, second = scene(), np.ascontiguousarray(scene()[::-1, ::-1])
+    a = SamWidget(first, model=predictor)
+    b = SamWidget(second, model=predictor)
+    try:
+        expected = {}
+        for name, img in (("a", first), ("b", second)):
+            handle = predictor.encode(img)
+            expected[name] = predictor.predict(points=[(100, 90)], labels=[1],
+                                               image=handle).masks
+        assert not np.array_equal(expected["a"], expected["b"])
+        for _ in range(2):
+            a.add_point(100, 90)
+            predictor.set_image(second)  # another cell changes the predictor's current image
+            b.add_point(100, 90)
+            predictor.set_image(first)
+            np.testing.assert_array_equal(b.masks, expected["b"])
+            np.testing.assert_array_equal(a.masks, expected["a"])
+            a.undo()
+            b.undo()
+    finally:
+        a.close()
+        b.close()

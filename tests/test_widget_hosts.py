@@ -19,9 +19,15 @@ def scene(h: int = 240, w: int = 320) -> np.ndarray:
     return img
 
 
+_seq = iter(range(1, 10**9))
+
+
 def send(w: SamWidget, **content) -> None:
+    """Deliver a custom message as the view would: its own sequence number, based on the
+    current revision."""
     content.setdefault("client", "test")
-    content.setdefault("seq", 1)
+    content.setdefault("seq", next(_seq))
+    content.setdefault("rev", w.prompt_rev)
     w._msg_callbacks(w, content, [])
 
 
