@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_widget import canvas_alpha, settled, wait_for, wait_overlay_rev
 
@@ -120,6 +121,9 @@ def test_portrait_image_fits_the_window_with_toolbar_and_tabs(lab):
     view = show(nb, 1600, 800)
     hint = view.locator(".sam-hint")
     assert hint.is_visible(), "an empty widget says what to do"
+    # item 6: the weights-free engine cannot segment everything: disabled, with the reason
+    everything = view.get_by_role("button", name="Everything")
+    assert everything.is_disabled() and "needs SAM" in everything.get_attribute("title")
     assert "right-click: background" in hint.inner_text()
     click_at(nb, view, 0.35, 0.45)
     wait_for(lambda: len(nb.value("w.points")) == 1, "a point")
@@ -291,3 +295,20 @@ def test_brush_and_eraser_edit_the_mask_in_the_kernel(lab):
     eraser = view.get_by_role("button", name="Eraser")
     wait_for(lambda: eraser.get_attribute("aria-pressed") == "false", "Esc leaves the eraser")
     assert nb.value("len(w.points)") == 1
+
+
+def test_base64_fallback_when_the_host_has_no_binary_buffers(lab):
+    """Colab and VS Code cannot run here: force the view's wire probe to fail and check that
+    image, masks and objects still arrive (as base64 text) and are drawn."""
+    lab.context.add_init_script("window.samWidgetWire = 'base64';")
+    nb = lab.new_notebook()
+    view = show(nb, 240, 320)
+    wait_for(lambda: nb.value("w._wire") == "base64", "the view asked for base64")
+    click_at(nb, view, 0.35, 0.45)
+    rev = settled(nb)["rev"]
+    wait_overlay_rev(view, rev)
+    drawn = canvas_alpha(view)
+    expected = np.asarray(nb.value("w.display_masks[w.selected].astype(int).tolist()"), bool)
+    assert (drawn == expected).mean() > 0.999
+    nb.page.keyboard.press("Enter")
+    wait_for(lambda: canvas_alpha(view, "canvas.sam-objects-layer").any(), "the object drawn")
