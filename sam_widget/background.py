@@ -27,12 +27,16 @@ from .wire import to_wire
 
 logger = logging.getLogger("sam_widget")
 
+
+
 class _Stopped(Exception):
     """The user pressed Stop during "Everything" (args: batches done, total)."""
 
 
 #: images after the current one that are encoded ahead (the second only when idle)
 PREFETCH = 2
+#: a thread with nothing to do for this long ends (and is started again when needed)
+IDLE_EXIT_S = 30.0
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -81,13 +85,41 @@ class BackgroundWork:
         return self._engine.predict(points=pts, labels=labels, box=box_arr,
                                     mask_input=mask_input, multimask=multimask, **image)
 
-    # ------------------------------------------------------------------ worker thread
+    # ------------------------------------------------------------------ threads
+    def _kick(self) -> None:
+        """Something changed: wake the threads, starting any that ended for idleness (a
+        widget nobody uses, e.g. from a cell run again without close(), holds no thread)."""
+        with self._cv:
+            self._cv.notify_all()
+            if self._closed:
+                return
+            for attr, target, name in (("_worker", self._work, "sam-widget"),
+                                       ("_prefetcher", self._prefetch, "sam-widget-prefetch")):
+                if not self._running[attr]:
+                    self._running[attr] = True
+                    thread = threading.Thread(target=target, name=name, daemon=True)
+                    setattr(self, attr, thread)
+                    thread.start()
+
+    def _idle_wait(self, attr: str, busy) -> bool:
+        """Wait (holding ``_cv``) until ``busy()`` or closed; False when the thread should end:
+        closed, or idle for `IDLE_EXIT_S` seconds."""
+        since = time.monotonic()
+        while not self._closed and not busy():
+            left = IDLE_EXIT_S - (time.monotonic() - since)
+            if left <= 0:
+                self._running[attr] = False
+                return False
+            self._cv.wait(left)
+        if self._closed:
+            self._running[attr] = False
+            return False
+        return True
+
     def _work(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and self._next_job() is None:
-                    self._cv.wait()
-                if self._closed:
+                if not self._idle_wait("_worker", lambda: self._next_job() is not None):
                     return
                 job = self._next_job()
             try:
@@ -143,7 +175,7 @@ class BackgroundWork:
                 img.encode_exc = exc
                 if gen == self._image_gen:
                     self._write(status=f"error: {img.error}", message=f"error: {img.error}")
-                self._cv.notify_all()
+                self._kick()
             return
         finally:
             done.set()
@@ -155,7 +187,7 @@ class BackgroundWork:
             img.handle = handle
             if gen == self._image_gen:
                 self._write(status="ready", message=self._ready_message())
-            self._cv.notify_all()
+            self._kick()
 
     def _ready_message(self) -> str:
         took = getattr(self, "_encode_seconds", 0.0)
@@ -213,7 +245,7 @@ class BackgroundWork:
                     self._failed_rev = (rev, exc)
                     self._report(exc, "predict")
                     self._write(mask_rev=rev)
-                    self._cv.notify_all()
+                    self._kick()
             return
         with self._cv:
             if entry.prediction is None and pred is not None:
@@ -232,7 +264,7 @@ class BackgroundWork:
             self.stats["last_prompt_s"] = time.perf_counter() - t0
             self.stats["last_bytes"] = len(data)
             pending_commit = self._pending_commit
-            self._cv.notify_all()
+            self._kick()
         if pending_commit:
             self._commit_now()
 
@@ -250,7 +282,7 @@ class BackgroundWork:
             if self._hover_req is not None:  # superseded before we got to it: drop it
                 self._answer_hover(self._hover_req, None)
             self._hover_req = {"seq": content.get("seq", 0), "x": x, "y": y}
-            self._cv.notify_all()
+            self._kick()
 
     def _answer_hover(self, req: dict, data: bytes | None) -> None:
         self._hover_in_flight = max(0, self._hover_in_flight - 1)
@@ -345,7 +377,7 @@ class BackgroundWork:
                 self._everything = False
                 self._stop_everything = False
                 self._write(everything_state="ready")
-                self._cv.notify_all()
+                self._kick()
 
     # ------------------------------------------------------------------ prefetch thread
     def _prefetch_target(self) -> int | None:
@@ -368,9 +400,8 @@ class BackgroundWork:
     def _prefetch(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and self._prefetch_target() is None:
-                    self._cv.wait()
-                if self._closed:
+                if not self._idle_wait("_prefetcher",
+                                       lambda: self._prefetch_target() is not None):
                     return
                 j = self._prefetch_target()
                 img = self._session.image(j)
@@ -384,7 +415,7 @@ class BackgroundWork:
                         img.error = f"cannot read {img.name!r}: {exc}"
                     else:
                         img.error = encode_error(exc, repr(img.name))
-                    self._cv.notify_all()
+                    self._kick()
                 continue
             with self._cv:
                 if abs(j - self._session.index) <= PREFETCH:  # still near: keep it
@@ -392,4 +423,4 @@ class BackgroundWork:
                     self.stats["prefetched"] += 1
                     if j == self._session.index + 1 and self.status == "ready":
                         self._write(message=self._ready_message())
-                self._cv.notify_all()
+                self._kick()

@@ -107,6 +107,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: use a number from 1 to 65535 (or 0 for a free one)"
+        )
+    return port
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port JupyterLab could not listen on, before starting it."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except PermissionError:
+            raise OSError(
+                f"not allowed to listen on port {port} (ports below 1024 need root); pick a "
+                "port from 1024 up, or leave out --port"
+            ) from None
+        except OSError:
+            raise OSError(
+                f"port {port} on 127.0.0.1 is in use (another JupyterLab?); pick another, or "
+                "leave out --port for a free one"
+            ) from None
+
+
 def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[str]:
     """The JupyterLab command line that serves ``root`` on loopback and opens the quick start."""
     command = [
@@ -137,6 +166,8 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 1
     root, what = prepare_demo_dir(args.dir)
+    if args.port:
+        _check_port_free(args.port)
     port = args.port or _free_port()
     token = secrets.token_hex(16)
     print(f"sam-widget demo: {what}", flush=True)
@@ -246,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="open JupyterLab on the quick-start notebook")
-    demo.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    demo.add_argument(
+        "--port", type=_port, default=0, help="port on 127.0.0.1, 1-65535 (default: a free one)"
+    )
     demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     demo.add_argument(
         "--dir",
@@ -291,14 +324,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "SAM_WIDGET_DEBUG"  # set to 1 to see the traceback of an error
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())  # messages with steps on several lines, on one
+    if not isinstance(err, (ValueError, OSError, RuntimeError)):  # not one of our messages
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+        text += f" (unexpected; set {DEBUG_ENV}=1 to see where it came from)"
+    return text or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Every error is one line on stderr, ``sam-widget COMMAND: error: ...``, with exit status 1
+    (2 for usage errors, 130 for Ctrl-C); ``SAM_WIDGET_DEBUG=1`` shows the traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:  # bad image, prompts, weights: say why
-        print(f"sam-widget {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"sam-widget {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # bad image, prompts, weights, or a bug: one line, no traceback
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"sam-widget {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
 
 

@@ -680,13 +680,14 @@ class Predictor:
 
     # ---- images ------------------------------------------------------------------------------
 
-    def encode(self, image: Any) -> _ImageState:
+    def encode(self, image: Any, image_format: str = "RGB") -> _ImageState:
         """Encode ``image`` (numpy, PIL image or path; see ``sam_widget.images.to_rgb``) without
         making it the current image; returns its handle for ``predict(..., image=handle)``.
+        ``image_format="BGR"`` reads an array in OpenCV's channel order (as the official API).
 
         An image whose content was encoded before (and is still cached) is not encoded again.
         """
-        rgb = to_rgb(image)
+        rgb = to_rgb(image, image_format=image_format)
         key = self._cache_key(rgb)
         with self._lock:
             state = self._cache.get(key)
@@ -704,7 +705,7 @@ class Predictor:
                     self._remember(key, state)
         return state
 
-    def set_image(self, image: Any) -> _ImageState:
+    def set_image(self, image: Any, image_format: str = "RGB") -> _ImageState:
         """Encode ``image`` (see `encode`) and make it the current image; returns its handle.
 
         If encoding fails or is interrupted (an exception, KeyboardInterrupt), no image is
@@ -712,7 +713,7 @@ class Predictor:
         the image set before.
         """
         try:
-            state = self.encode(image)
+            state = self.encode(image, image_format=image_format)
         except BaseException:
             with self._lock:
                 self._state = None

@@ -20,12 +20,16 @@ download into the first of those two directories.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
+import json
 import os
 import pickletools
 import re
+import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -48,6 +52,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "scan_pickle",
+    "verify_cached",
     "verify_file",
 ]
 
@@ -165,19 +170,25 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
+def _candidates(entry: Checkpoint) -> list[Path]:
+    """The files named like ``entry`` in the search folders whose size is the official one."""
+    found = []
+    for directory in _search_dirs():
+        path = directory / entry.filename
+        if path.is_file() and (entry.size is None or path.stat().st_size == entry.size):
+            found.append(path)
+    return found
+
+
 def find_checkpoint(variant: str) -> Path | None:
     """The checkpoint file for ``variant`` on this machine, or None; never uses the network.
 
     Looks in ``$SAM_WIDGET_CHECKPOINT_DIR`` and then in ``torch.hub.get_dir()/checkpoints``
     for the official file name. A file whose size differs from the official size (an
-    interrupted copy) is skipped.
+    interrupted copy) is skipped. Its bytes are checked when it is loaded (``verify_cached``).
     """
-    entry = _entry(variant)
-    for directory in _search_dirs():
-        path = directory / entry.filename
-        if path.is_file() and (entry.size is None or path.stat().st_size == entry.size):
-            return path
-    return None
+    found = _candidates(_entry(variant))
+    return found[0] if found else None
 
 
 def _manual_steps(entry: Checkpoint) -> str:
@@ -251,6 +262,105 @@ def verify_file(path: str | os.PathLike[str], variant: str) -> None:
     _check_digests(entry, path.stat().st_size, sha, md5, str(path))
 
 
+def _record_path(path: Path) -> Path:
+    """The sidecar that remembers a verified file: ``.<name>.verified`` beside it."""
+    return path.with_name(f".{path.name}.verified")
+
+
+def _stat_key(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _remember_verified(path: Path, entry: Checkpoint, key: dict[str, int]) -> None:
+    """Write the sidecar (best effort: in a read-only folder the file is verified each time)."""
+    record = _record_path(path)
+    tmp = record.with_name(record.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({**key, "sha256": entry.sha256}))
+        os.replace(tmp, record)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _is_remembered(path: Path, entry: Checkpoint, key: dict[str, int]) -> bool:
+    try:
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record == {**key, "sha256": entry.sha256}
+
+
+def verify_cached(path: str | os.PathLike[str], variant: str) -> None:
+    """``verify_file``, remembered: once a file's size, SHA-256 and MD5 prefix matched, a
+    sidecar ``.<name>.verified`` records its size, modification time and inode, and later calls
+    cost one ``stat`` until any of those change (a rewrite, a copy, an edit)."""
+    entry = _entry(variant)
+    path = Path(path)
+    if entry.sha256 is None and entry.md5_prefix is None and entry.size is None:
+        return
+    key = _stat_key(path)
+    if _is_remembered(path, entry, key):
+        return
+    verify_file(path, variant)
+    _remember_verified(path, entry, key)
+
+
+def _move_aside(path: Path, problem: CheckpointError) -> Path:
+    """Rename a cached file that failed verification (kept, for a look, never loaded) and
+    say so; a folder we cannot write to is an error naming it."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        raise CheckpointError(
+            f"{path} is not the official file and cannot be moved aside ({e.strerror}: the "
+            f"folder {path.parent} is not writable). Delete or replace it by hand.\n"
+            + str(problem).split("\n", 1)[0]
+        ) from None
+    try:
+        _record_path(path).unlink()
+    except OSError:
+        pass
+    import warnings
+
+    reason = str(problem).split(". The file", 1)[0]
+    warnings.warn(
+        f"{reason}. The cached file's bytes changed since it was downloaded; it was moved "
+        f"aside to {aside} and will not be loaded.",
+        stacklevel=3,
+    )
+    return aside
+
+
+def _folder_error(
+    folder: Path, e: OSError, entry: Checkpoint, received: int = 0
+) -> CheckpointError:
+    """A write failure in the checkpoint folder, said as what it is: a full disk, a
+    read-only folder, or another OS error, naming the folder."""
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        need = f"{entry.size / 2**20:,.0f} MiB" if entry.size else "more"
+        after = f" after {received:,} bytes" if received else ""
+        return CheckpointError(
+            f"the disk holding the checkpoint folder {folder} is full{after} "
+            f"({entry.filename} needs {need}); nothing was saved. Free some space, or set "
+            f"{ENV_DIR} to a folder on another disk."
+        )
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return CheckpointError(
+            f"the checkpoint folder {folder} is read-only ({e.strerror}); nothing was saved. "
+            f"Set {ENV_DIR} to a writable folder, or download the file by hand.\n"
+            + _manual_steps(entry)
+        )
+    return CheckpointError(
+        f"cannot write to the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable folder."
+    )
+
+
 def download(
     variant: str,
     *,
@@ -274,30 +384,48 @@ def download(
         and target.is_file()
         and (entry.size is None or target.stat().st_size == entry.size)
     ):
-        return target
+        try:
+            verify_cached(target, variant)
+            return target
+        except CheckpointError as problem:
+            _move_aside(target, problem)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if entry.size is not None and shutil.disk_usage(folder).free < entry.size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
     except OSError as e:
-        raise CheckpointError(
-            f"cannot write to the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable "
-            "folder."
-        ) from e
+        raise _folder_error(folder, e, entry) from e
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            sha, md5, received = _fetch(entry, out, progress=progress, timeout=timeout)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sha, md5, received = _fetch(
+                    entry, out, progress=progress, timeout=timeout, folder=folder
+                )
+        except OSError as e:  # closing flushes the last bytes: the disk can fill up there too
+            raise _folder_error(folder, e, entry) from e
         _check_digests(entry, received, sha, md5, f"the download from {entry.url}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    _remember_verified(target, entry, _stat_key(target))  # just hashed while downloading
     return target
 
 
+def _too_large(entry: Checkpoint, sent: str) -> CheckpointError:
+    return CheckpointError(
+        f"{entry.url} {sent}, more than the official {entry.filename} has ({entry.size:,} "
+        "bytes); the download was stopped there and nothing was saved. That address no longer "
+        "serves the official file.\n" + _manual_steps(entry)
+    )
+
+
 def _fetch(
-    entry: Checkpoint, out: IO[bytes], *, progress: bool, timeout: float
+    entry: Checkpoint, out: IO[bytes], *, progress: bool, timeout: float, folder: Path
 ) -> tuple[str, str, int]:
-    """Stream ``entry.url`` into ``out``; returns (sha256, md5, bytes received)."""
+    """Stream ``entry.url`` into ``out``; returns (sha256, md5, bytes received). Stops as soon
+    as more bytes than the registry's size arrive; write errors name ``folder``."""
     from tqdm.auto import tqdm
 
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -306,6 +434,8 @@ def _fetch(
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
+            if length and length.isdigit() and entry.size is not None and int(length) > entry.size:
+                raise _too_large(entry, f"announces {int(length):,} bytes")
             total = int(length) if length and length.isdigit() else entry.size
             with tqdm(
                 total=total,
@@ -316,10 +446,18 @@ def _fetch(
                 disable=not progress,
             ) as bar:
                 while True:
-                    chunk = response.read(1 << 20)
+                    want = 1 << 20
+                    if entry.size is not None:  # one byte past the size is enough to know
+                        want = min(want, entry.size - received + 1)
+                    chunk = response.read(want)
                     if not chunk:
                         break
-                    out.write(chunk)
+                    if entry.size is not None and received + len(chunk) > entry.size:
+                        raise _too_large(entry, f"sent over {entry.size:,} bytes")
+                    try:
+                        out.write(chunk)
+                    except OSError as e:
+                        raise _folder_error(folder, e, entry, received) from e
                     sha.update(chunk)
                     md5.update(chunk)
                     received += len(chunk)
@@ -580,9 +718,13 @@ def _expected_description(variant: str) -> str:
 
 
 def _resolve(variant: str, progress: bool) -> Path:
-    found = find_checkpoint(variant)
-    if found is not None:
-        return found
+    """A verified cached copy (one whose bytes changed is moved aside), else a download."""
+    for path in _candidates(_entry(variant)):
+        try:
+            verify_cached(path, variant)
+            return path
+        except CheckpointError as problem:
+            _move_aside(path, problem)
     return download(variant, progress=progress)
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -196,6 +197,7 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
         self._closed = False
         self._cv = threading.Condition(threading.RLock())
         self._worker = self._prefetcher = None
+        self._running = {"_worker": False, "_prefetcher": False}
         if is_dataset_source(image):
             self._dataset = Dataset(image)
         else:
@@ -234,11 +236,7 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
             self.observe(self._on_prompt_trait, ["points", "box"])
             self.observe(self._on_index, "index")
             self.observe(self._on_label, "label")
-            self._worker = threading.Thread(target=self._work, name="sam-widget", daemon=True)
-            self._prefetcher = threading.Thread(target=self._prefetch,
-                                                name="sam-widget-prefetch", daemon=True)
-            self._worker.start()
-            self._prefetcher.start()
+            self._kick()
         except BaseException:
             self._closed = True
             self.close()
@@ -374,20 +372,20 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
 
     def add_point(self, x: float, y: float, label: int = 1) -> SamWidget:
         """Add a prompt point (image pixels); returns once the masks reflect it."""
-        self._check_open()
+        self._check_open(image=True)
         cur = self._session.current.current
         points = validate_points([*cur.points, [x, y, label]], *self._size)
         return self._prompt(points, cur.box)
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> SamWidget:
         """Set the prompt box (image pixels); returns once the masks reflect it."""
-        self._check_open()
+        self._check_open(image=True)
         cur = self._session.current.current
         return self._prompt(cur.points, validate_box([x0, y0, x1, y1], *self._size))
 
     def set_prompts(self, points: Any = None, box: Any = None) -> SamWidget:
         """Replace points and box at once; returns once the masks reflect them."""
-        self._check_open()
+        self._check_open(image=True)
         w, h = self._size
         return self._prompt(validate_points(points, w, h), validate_box(box, w, h))
 
@@ -721,10 +719,13 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
                           "w.save(folder) keeps them (it still works after close())",
                           UserWarning, stacklevel=3)
 
-    def _check_open(self) -> None:
+    def _check_open(self, image: bool = False) -> None:
         if self._closed:
             raise ClosedError("this SamWidget was closed: create a new one (w.save(...) and "
                               "w.annotations still work on the closed widget)")
+        if image and self._rgb is None:
+            raise RuntimeError(f"SamWidget: {self._session.current.error}; w.next() or "
+                               "w.goto(i) moves on")
 
     def _ipython_display_(self) -> None:
         """In IPython (Jupyter, Voila, nbconvert): the live view, then the static picture that
@@ -902,7 +903,7 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
         if img.error is None and self.status.startswith("error"):
             values["status"] = "ready" if self._encoded() else "encoding"
         self._write(**values)
-        self._cv.notify_all()
+        self._kick()
 
     def _prompt(self, points: list, box: list | None, client: str | None = None,
                 seq: str | None = None, wait: bool = True) -> SamWidget:
@@ -1144,7 +1145,7 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
             self._stop_everything = False
             self._everything = True
             self._write(prompt_seq=seq)
-            self._cv.notify_all()
+            self._kick()
         elif kind == "stop":
             self._stop_everything = True
             self._write(prompt_seq=seq)
@@ -1169,13 +1170,33 @@ def _is_engine(obj: Any) -> bool:
     return all(hasattr(obj, name) for name in ("set_image", "predict", "name"))
 
 
+#: engines made from a name or a module, shared by every widget that asks for the same one
+#: (each widget keeps its own image handles, so sharing is safe); freed with their last widget
+_ENGINES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_ENGINES_LOCK = threading.Lock()
+
+
 def _resolve_engine(model: Any, device: str | None) -> Any:
-    """An Engine from "auto", a variant name, "classic", a Sam module, a Predictor/Engine."""
+    """An Engine from "auto", a variant name, "classic", a Sam module, a Predictor/Engine.
+
+    A cell run again (``SamWidget(img, model="vit_b")``) gets the engine the last run loaded,
+    not a second copy of the model."""
     if _is_engine(model):
         return model
     from .engines import resolve_engine
 
-    return resolve_engine(model, device=device)
+    key = (model.strip().lower() if isinstance(model, str) else id(model), device)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None and (isinstance(model, str) or getattr(engine, "model", None)
+                                   is model):
+            return engine
+        engine = resolve_engine(model, device=device)
+        try:
+            _ENGINES[key] = engine
+        except TypeError:  # an engine that cannot be weakly referenced: not shared
+            pass
+        return engine
 
 
 logging.getLogger("sam_widget").addHandler(logging.NullHandler())
