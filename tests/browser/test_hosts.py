@@ -33,6 +33,8 @@ def scene(h, w):
     return img
 """
 
+TOOLBAR = "[role=toolbar][aria-label='Segmentation tools']"
+
 _JS_CELLS = """({path}) => {
   for (const w of window.jupyterapp.shell.widgets('main'))
     if (w.context && w.context.path === path && w.content && w.content.widgets)
@@ -131,7 +133,7 @@ def test_portrait_image_fits_the_window_with_toolbar_and_tabs(lab):
     assert not hint.is_visible(), "the hint goes once there is a prompt"
     view.evaluate("el => el.scrollIntoView({block: 'start'})")
     # the whole widget is on screen at once: image, toolbar, tabs, status
-    for part in ("canvas.sam-markers", "[role=toolbar]", "[role=tablist]", ".sam-status"):
+    for part in ("canvas.sam-markers", TOOLBAR, "[role=tablist]", ".sam-status"):
         bb = view.locator(part).bounding_box()
         assert bb["y"] >= 0 and bb["y"] + bb["height"] <= 900, f"{part} outside: {bb}"
     stage = view.locator("canvas.sam-markers").bounding_box()
@@ -141,7 +143,7 @@ def test_portrait_image_fits_the_window_with_toolbar_and_tabs(lab):
     wait_for(lambda: view.locator("canvas.sam-markers").bounding_box()["height"] > 1000,
              "full size")
     view.evaluate("el => el.scrollIntoView({block: 'start'})")
-    bar = view.locator("[role=toolbar]").bounding_box()
+    bar = view.locator(TOOLBAR).bounding_box()
     assert bar["y"] + bar["height"] <= 900
     view.get_by_role("button", name="Full size").click()
     wait_for(lambda: view.locator("canvas.sam-markers").bounding_box()["height"] < 900, "fit")
@@ -149,7 +151,7 @@ def test_portrait_image_fits_the_window_with_toolbar_and_tabs(lab):
     nb.page.set_viewport_size({"width": 560, "height": 900})
     wait_for(lambda: view.locator("canvas.sam-markers").bounding_box()["width"] < 540, "narrow")
     view.evaluate("el => el.scrollIntoView({block: 'start'})")
-    bar = view.locator("[role=toolbar]").bounding_box()
+    bar = view.locator(TOOLBAR).bounding_box()
     assert bar["y"] + bar["height"] <= 900 and bar["x"] + bar["width"] <= 560
 
 
