@@ -33,7 +33,7 @@ def _():
 
 @app.cell
 def _(mo, plain):
-    mo.md(f"plain anywidget points: {len(plain.points)}")
+    mo.md(f"plain anywidget, its points: {len(plain.points)}")
     return
 
 
@@ -41,7 +41,7 @@ def _(mo, plain):
 def _(mo, w):
     state = w.value
     mo.md(
-        f"points: {len(w.points)} · mask pixels: {int(w.mask.sum())} · "
+        f"sam points: {len(w.points)} · mask pixels: {int(w.mask.sum())} · "
         f"value: {','.join(sorted(state))} · bytes in value: "
         f"{any(isinstance(v, (bytes, memoryview)) for v in state.values())}"
     )
@@ -61,13 +61,13 @@ def test_a_click_reruns_the_cells_that_read_the_widget(marimo_server, chromium):
     try:
         page = context.new_page()
         marimo_server.open(page)
-        page.get_by_text("points: 0").wait_for()
+        page.get_by_text("sam points: 0").wait_for()
         canvas = page.locator("canvas.sam-markers").first
         canvas.wait_for()
         page.locator(".sam-status", has_text="ready").first.wait_for()
         bb = canvas.bounding_box()
         page.mouse.click(bb["x"] + 0.4 * bb["width"], bb["y"] + 0.5 * bb["height"])
-        text = page.get_by_text("points: 1")
+        text = page.get_by_text("sam points: 1")
         text.wait_for()
         assert "mask pixels: 0 " not in text.inner_text()
         assert "bytes in value: False" in text.inner_text()
@@ -77,6 +77,6 @@ def test_a_click_reruns_the_cells_that_read_the_widget(marimo_server, chromium):
         second = page.locator("canvas.sam-markers").nth(1)
         bb = second.bounding_box()
         page.mouse.click(bb["x"] + 0.4 * bb["width"], bb["y"] + 0.5 * bb["height"])
-        page.get_by_text("plain anywidget points: 1").wait_for()
+        page.get_by_text("plain anywidget, its points: 1").wait_for()
     finally:
         context.close()
