@@ -5,8 +5,8 @@ read anywhere else shows only what its outputs hold as plain data. So `SamWidget
 outputs: the live view, and a picture of the image with the current mask and the kept objects
 under an IPython display id. The picture is re-rendered (debounced) whenever the masks or the
 objects change and replaces its output in place (``update_display_data``), so a saved notebook
-always holds the latest one, and only one: a JPEG (or PNG when smaller) at most
-``MAX_SIDE`` pixels on its longer side, far below 200 KB.
+always holds the latest one, and only one: a JPEG (PNG for images of few colours) at most
+``MAX_SIDE`` pixels on its longer side and ``MAX_BYTES`` of base64 text.
 
 Live frontends must not show the picture under the view: its output also carries a widget-view
 mime entry with an empty ``model_id``, which the Jupyter widget renderers (JupyterLab, Notebook
@@ -27,23 +27,38 @@ import numpy as np
 
 #: the picture's longer side, in pixels
 MAX_SIDE = 800
-#: seconds without changes before the picture is re-rendered
-DELAY_S = 0.5
+#: seconds without changes before the picture is re-rendered (it costs a few hundred ms of
+#: CPU, so it waits for a pause in the user's clicking)
+DELAY_S = 1.5
+#: the most bytes the picture may take in the notebook (base64 text)
+MAX_BYTES = 150_000
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def encode_picture(rgb: np.ndarray, quality: int = 85) -> tuple[str, bytes]:
-    """(mime type, bytes): JPEG, or PNG when that is smaller (flat synthetic images)."""
+def encode_picture(rgb: np.ndarray, quality: int = 80) -> tuple[str, bytes]:
+    """(mime type, bytes): PNG for images of few colours (drawings, synthetic scenes), else
+    JPEG, made smaller (quality, then size) until its base64 fits ``MAX_BYTES``."""
     from PIL import Image
 
-    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=quality)
-    jpeg = out.getvalue()
-    out = io.BytesIO()
-    img.save(out, format="PNG", compress_level=6)
-    png = out.getvalue()
-    return ("image/png", png) if len(png) < len(jpeg) else ("image/jpeg", jpeg)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    sample = rgb[::7, ::7].reshape(-1, 3).astype(np.uint32)
+    colours = len(np.unique((sample[:, 0] << 16) | (sample[:, 1] << 8) | sample[:, 2]))
+    img = Image.fromarray(rgb)
+    if colours <= 512:
+        out = io.BytesIO()
+        img.save(out, format="PNG", compress_level=1)
+        if len(out.getvalue()) * 4 // 3 <= MAX_BYTES:
+            return "image/png", out.getvalue()
+    while True:
+        out = io.BytesIO()
+        img.save(out, format="JPEG", quality=quality)
+        data = out.getvalue()
+        if len(data) * 4 // 3 <= MAX_BYTES or max(img.size) <= 200:
+            return "image/jpeg", data
+        if quality > 60:
+            quality -= 10
+        else:
+            img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.BILINEAR)
 
 
 def picture_bundle(rgb: np.ndarray, text: str) -> dict[str, Any]:
