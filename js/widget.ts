@@ -132,7 +132,9 @@ class Session {
     on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
     // ipywidgets marks every model of a restarting kernel as no longer live
     on("comm_live_update", () => {
-      this.disconnected = (model as any).comm_live === false;
+      // anywidget hands views a proxy without `comm_live`; the event itself only fires when
+      // the backbone model's comm goes from live to dead (kernel restart or shutdown)
+      this.disconnected = (model as any).comm_live !== true;
       this.notify();
     });
     for (const name of ["points", "box", "selected", "scores", "status", "message", "opacity",
@@ -887,8 +889,13 @@ export default {
     // the widget's keys (js/keys.ts keeps them from the host); true: used here
     const onKey = (e: KeyboardEvent): boolean => {
       if (e.type !== "keydown") return false;
-      const tag = (e.target as HTMLElement)?.tagName;
-      if ((tag === "INPUT" || tag === "SELECT") && e.key !== "Escape" && e.key !== "Enter") return false;
+      const target = e.target as HTMLElement;
+      const tag = target?.tagName;
+      // text boxes and pickers keep their keys (the image number box jumps on Enter); on
+      // checkboxes and sliders only Esc and Enter are the widget's
+      const typing = tag === "SELECT" || (tag === "INPUT" && !["checkbox", "range"].includes((target as HTMLInputElement).type));
+      if (typing) return false;
+      if (tag === "INPUT" && e.key !== "Escape" && e.key !== "Enter") return false;
       const digit = /^Digit([1-9])$/.exec(e.code);
       if (e.shiftKey && digit) pickLabel(Number(digit[1]) - 1);
       else if (e.key === "n" || e.key === "PageDown") go(model.get("index") + 1);
