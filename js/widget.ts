@@ -130,7 +130,9 @@ class Session {
     on("change:objects", () => this.loadObjects());
     on("change:prompt_seq", () => this.ackSeq());
     on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
-    // ipywidgets marks every model of a restarting kernel as no longer live
+    // ipywidgets marks every model of a restarting (or shut down) kernel as no longer live;
+    // a model's comm is live from its creation, so this event only ever means "gone" (the
+    // anywidget model proxy does not expose `comm_live` itself)
     on("comm_live_update", () => {
       // anywidget hands views a proxy without `comm_live`; the event itself only fires when
       // the backbone model's comm goes from live to dead (kernel restart or shutdown)

@@ -32,10 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .automatic import MaskGenerator  # noqa: F401
     from .classic import ClassicPredictor  # noqa: F401
     from .dataset import Dataset  # noqa: F401
+    from .hosts import marimo_ui  # noqa: F401
     from .models import build_sam  # noqa: F401
     from .predictor import Prediction, Predictor  # noqa: F401
     from .weights import load_model  # noqa: F401
-    from .hosts import marimo_ui  # noqa: F401
     from .widget import SamWidget  # noqa: F401
 
 

@@ -39,6 +39,38 @@ PREFETCH = 2
 IDLE_EXIT_S = 30.0
 
 
+def lower_priority(step: int = 10) -> None:
+    """Make the calling thread (and the compute threads it starts from now on, which inherit it)
+    yield the CPU to the others: on Linux its nice value goes up by ``step``. The prefetch
+    thread calls it, so a click's decode gets the cores while a prefetch encodes."""
+    try:
+        import os
+
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the rest
+        pass
+
+
+_last_trim = [0.0]
+
+
+def give_back_memory(min_interval: float = 2.0) -> None:
+    """Hand freed heap memory back to the system (glibc keeps freed arrays of the undo
+    history's size in its arenas, so resident memory would grow with every click although
+    the history is bounded); at most every ``min_interval`` seconds, a no-op elsewhere."""
+    now = time.monotonic()
+    if now - _last_trim[0] < min_interval:
+        return
+    _last_trim[0] = now
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
@@ -248,9 +280,10 @@ class BackgroundWork:
                     self._kick()
             return
         with self._cv:
+            dropped = 0
             if entry.prediction is None and pred is not None:
                 entry.answer(pred, mask_input, best, multimask)
-                img.trim()
+                dropped = img.trim()
             if rev != self._session.rev:  # prompts changed while decoding: publish the latest
                 self.stats["coalesced"] += 1
                 return
@@ -265,6 +298,8 @@ class BackgroundWork:
             self.stats["last_bytes"] = len(data)
             pending_commit = self._pending_commit
             self._kick()
+        if dropped:
+            give_back_memory()
         if pending_commit:
             self._commit_now()
 
@@ -398,6 +433,7 @@ class BackgroundWork:
         return None
 
     def _prefetch(self) -> None:
+        lower_priority()
         while True:
             with self._cv:
                 if not self._idle_wait("_prefetcher",

@@ -219,6 +219,23 @@ class Dataset:
         for i in range(len(self)):
             yield self[i]
 
+    def size(self, index: int) -> tuple[int, int]:
+        """(height, width) of image ``index`` as ``ds[index]`` gives it; for a file only its
+        header is read (EXIF orientations 5-8 swap the two)."""
+        i = self._index(index)
+        item = self.source.read(i)
+        if isinstance(item, (str, os.PathLike)):
+            from PIL import Image
+
+            try:
+                with Image.open(item) as im:
+                    w, h = im.size
+                    turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                return (w, h) if turned else (h, w)
+            except Exception:  # noqa: BLE001 - let the full read say what is wrong
+                pass
+        return self[i].shape[:2]
+
     def name(self, index: int) -> str:
         """The image's file name (relative path when names would clash), or "image-<i>"."""
         return self.source.name(self._index(index))

@@ -263,9 +263,11 @@ class ImageSession:
                 return None
         return None
 
-    def trim(self) -> None:
+    def trim(self) -> int:
         """Keep the decoded answers within ``history_bytes``: states far from the current one
-        lose theirs first (oldest first); full-size masks are kept only for the current state."""
+        lose theirs first (oldest first); full-size masks are kept only for the current state.
+        Returns the bytes dropped."""
+        before = sum(e.nbytes for e in self.history)
         for i, entry in enumerate(self.history):
             if i != self.pos:
                 entry.drop_full_masks()
@@ -277,6 +279,7 @@ class ImageSession:
                 continue
             total -= entry.nbytes
             entry.slim()
+        return before - total
 
     @property
     def nbytes(self) -> int:

@@ -17,7 +17,6 @@ import gc
 import logging
 import math
 import threading
-import time
 import uuid
 import warnings
 import weakref
@@ -33,21 +32,30 @@ import traitlets as t
 from .background import BackgroundWork, logger
 from .codec import display_size, encode_image, encode_masks
 from .dataset import ArraySource, Dataset, is_dataset_source
+from .exporting import Exports
 from .images import to_rgb
 from .predictor import Prediction
+from .protocol import VIEW_TRAITS, ViewProtocol  # noqa: F401 - VIEW_TRAITS re-exported
 from .session import (  # noqa: F401 - re-exported: the widget's public error and limits
-    MAX_POINTS, PALETTE, PromptError, Session, quote, validate_box, validate_points,
+    MAX_POINTS,
+    PALETTE,
+    PromptError,
+    Session,
+    entry_display_masks,
+    entry_masks,
+    quote,
+    validate_box,
+    validate_points,
 )
-from .session import entry_display_masks, entry_masks
 from .session import prompt_state as _state
 from .strokes import validate_stroke
 from .wire import (
-    bytes_trait_from_json, bytes_trait_to_json, default_mode, probe_answer, to_wire,
+    bytes_trait_from_json,
+    bytes_trait_to_json,
+    default_mode,
+    to_wire,
 )
 
-#: traits a view may change (everything else is the kernel's)
-VIEW_TRAITS = frozenset({"points", "box", "selected", "opacity", "hover", "refine", "multimask",
-                         "index", "label", "_view_rev"})
 #: decoded images kept in memory (the current one and those around it)
 _RGB_CACHE = 4
 
@@ -71,7 +79,7 @@ class ClosedError(RuntimeError):
     """The widget was closed: make a new one (annotations can still be saved)."""
 
 
-class SamWidget(BackgroundWork, anywidget.AnyWidget):
+class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
     """Segment Anything in a notebook: click or drag on the image, get masks in Python.
 
     ``SamWidget(image_or_dataset, model="auto", labels=None, annotations=None)``: one image
@@ -236,6 +244,7 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
             self.observe(self._on_prompt_trait, ["points", "box"])
             self.observe(self._on_index, "index")
             self.observe(self._on_label, "label")
+            self.observe(self._on_labels, "labels")
             self._kick()
         except BaseException:
             self._closed = True
@@ -565,119 +574,6 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
             self._changed(None, objects=True)
         return added
 
-    # --- exports --------------------------------------------------------------------------
-    def to_coco(self, **kwargs: Any) -> dict:
-        """COCO dict: the whole dataset when there are several images (images with file names
-        and sizes, annotations with RLE, categories from the labels); for one image its
-        objects (or else the current mask), as ``sw.export.to_coco`` makes it."""
-        from . import export
-
-        if len(self._session) > 1:
-            return export.dataset_to_coco(self._image_records(), self.annotations,
-                                          list(self._session.labels), **kwargs)
-        masks, scores, prompts = self._export_items()
-        return export.to_coco(masks, scores=scores, prompts=prompts, **kwargs)
-
-    def _image_records(self) -> list[dict]:
-        records = []
-        for i, name in enumerate(self._session.names):
-            h, w = self._image_size(i)
-            records.append({"file_name": name, "height": h, "width": w})
-        return records
-
-    def _image_size(self, i: int) -> tuple[int, int]:
-        objects = self._session.images.get(i)
-        if objects is not None and objects.objects:
-            return tuple(objects.objects[0]["mask"].shape)
-        if i in self._rgbs:
-            return self._rgbs[i].shape[:2]
-        path = self._dataset.source.read(i)
-        if isinstance(path, (str, Path)):
-            from PIL import Image
-
-            with Image.open(path) as im:  # the header only; EXIF 5-8 turn the image
-                w, h = im.size
-                return (w, h) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
-        return self._dataset[i].shape[:2]
-
-    def _export_items(self) -> tuple[np.ndarray, list[float] | None, list[dict]]:
-        """Masks (N, H, W), scores and prompt records of the objects, else of the current mask."""
-        objects = self._session.current.objects
-        if objects:
-            masks = np.stack([o["mask"] for o in objects])
-            scores = [o["score"] for o in objects]
-            prompts = [{"points": o["points"], "box": o["box"], "steps": o.get("steps", []),
-                        "strokes": o.get("strokes", []), "label": o.get("label")}
-                       for o in objects]
-        else:
-            masks = self.mask[None]
-            scores = [float(self.scores[self.selected])] if self.scores else None
-            with self._cv:
-                steps = self._session.current.steps(bool(self.refine))
-                strokes = [dict(x) for x in self._session.current.current.strokes]
-            prompts = [{"points": self.points, "box": self.box, "steps": steps,
-                        "strokes": strokes}]
-        return masks, scores, prompts
-
-    def save(self, path: str | Path) -> Path:
-        """Save the annotations; works at any time, also while an encode runs or after close().
-
-        With several images, ``path`` is a folder: COCO json, YOLO-seg (``labels/`` and
-        ``data.yaml``), label PNGs and the prompt log of every image (`export.save_dataset`;
-        each file written atomically). With one image, a path without a suffix (or an existing
-        folder) gets image, COCO JSON, polygons, label PNG, cut-outs and the prompt log
-        (`export.save`); a file path gets one format by its suffix: .json COCO, .png picture,
-        .npy/.npz masks.
-        """
-        import json
-
-        from . import export
-
-        path = Path(path)
-        if len(self._session) > 1:
-            with self._cv:
-                annotations = self._session.annotations()
-                labels = list(self._session.labels)
-            log = {"engine": self.engine, "refine": bool(self.refine)}
-            out = export.save_dataset(path, self._image_records(), annotations, labels,
-                                      prompt_log=log)
-            self._session.mark_saved()
-            return out
-        suffix = path.suffix.lower()
-        objects = self._session.current.objects
-        if not suffix or path.is_dir():
-            masks, scores, prompts = self._export_items()
-            export.save(path, self.image, masks, scores=scores, prompts=prompts,
-                        extra={"engine": self.engine, "refine": bool(self.refine)})
-        elif suffix in (".json", ".npy", ".npz", ".png"):
-            masks = np.stack([o["mask"] for o in objects]) if objects else self.mask[None]
-            if suffix == ".json":
-                path.write_text(json.dumps(self.to_coco()))
-            elif suffix == ".npy":
-                np.save(path, masks)
-            elif suffix == ".npz":
-                np.savez_compressed(path, masks=masks)
-            else:
-                path.write_bytes(self._render_png(max_size=max(self.image.shape[:2])))
-        else:
-            raise ValueError(
-                f"cannot save {path.name!r}: use .json, .png, .npy or .npz, or a folder"
-            )
-        self._session.mark_saved()
-        return path
-
-    def _resume(self, source: Any) -> None:
-        from . import export
-
-        annotations, labels = export.load_annotations(source, list(self._session.names))
-        for index, objects in annotations.items():
-            for obj in objects:
-                if obj.get("label") is not None and obj["label"] not in labels:
-                    labels.append(obj["label"])
-        self._session.restore(annotations, labels)
-        self._write(labels=list(self._session.labels), label=self._session.label,
-                    label_colors=[self._session.color(x, 0) for x in self._session.labels])
-
     # --- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the background threads, free embeddings and undo history, close the comm.
@@ -831,7 +727,8 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
             dh, dw = (0, 0) if rgb is None else display_size(h, w, self._max_display)
             values = {"index": i, "image_name": img.name, "image_width": w, "image_height": h,
                       "display_width": dw, "display_height": dh,
-                      "_image": b"" if rgb is None else encode_image(rgb, max_size=self._max_display)}
+                      "_image": b"" if rgb is None else encode_image(
+                          rgb, max_size=self._max_display)}
             if img.error:
                 values.update(status=f"error: {img.error}", message=f"error: {img.error}")
             elif not self._encoded():
@@ -960,46 +857,6 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
         timeline.append({"rev": rev, **times})
 
     # trait observers and the view's changes ----------------------------------------------
-    def set_state(self, sync_data: dict) -> None:
-        """A view's trait changes: only `VIEW_TRAITS`, each checked; the rest is undone."""
-        refused = [k for k in sync_data if k not in VIEW_TRAITS]
-        allowed = {k: v for k, v in sync_data.items() if k in VIEW_TRAITS}
-        if self._closed:
-            return
-        for key in list(allowed):
-            try:
-                self._check_view_value(key, allowed[key])
-            except (PromptError, ValueError, TypeError, t.TraitError) as exc:
-                allowed.pop(key)
-                refused.append(key)
-                self._report(exc, f"bad {key} from the view")
-        if refused:
-            self.stats["refused"] += 1
-            if not any(self.status.startswith(f"error: bad {k}") for k in refused):
-                names = ", ".join(quote(k, 40) for k in refused[:5])
-                self._report(PromptError(f"the view may not change {names}"), "refused")
-            self.send_state([k for k in refused if self.has_trait(k)] or None)
-        if allowed:
-            super().set_state(allowed)
-
-    def _check_view_value(self, key: str, value: Any) -> None:
-        w, h = self._size
-        if key == "points":
-            validate_points(value, w, h)
-        elif key == "box":
-            validate_box(value, w, h)
-        elif key == "opacity":
-            _check_opacity(value)
-        elif key in ("hover", "refine", "multimask") and not isinstance(value, bool):
-            raise PromptError(f"{key} must be true or false, got {quote(value)}")
-        elif key == "index":
-            self._session.check_index(value)
-        elif key == "label":
-            self._session.check_label(value)
-        elif key == "selected":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise PromptError(f"selected must be an int, got {quote(value)}")
-
     @t.validate("opacity")
     def _valid_opacity(self, proposal: dict) -> float:
         return _check_opacity(proposal["value"])
@@ -1011,6 +868,19 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
 
     def _on_label(self, change: dict) -> None:
         self._session.label = change["new"]
+
+    def _on_labels(self, change: dict) -> None:
+        """``w.labels = [...]`` from Python: new class names (objects keep theirs)."""
+        if self._internal:
+            return
+        from .session import check_labels
+
+        with self._cv:
+            self._session.labels = check_labels(change["new"])
+            label = self.label if self.label in self._session.labels else (
+                self._session.labels[0] if self._session.labels else None)
+            self._write(label_colors=[self._session.color(x, 0) for x in self._session.labels],
+                        label=label)
 
     def _on_index(self, change: dict) -> None:
         if self._internal:
@@ -1048,115 +918,6 @@ class SamWidget(BackgroundWork, anywidget.AnyWidget):
                 self._write(points=[list(p) for p in cur.points], box=cur.box)
                 raise
             self._prompt(points, box, wait=False)
-
-    # frontend messages ------------------------------------------------------------------
-    @staticmethod
-    def _field(content: dict, name: str, kind: str) -> Any:
-        if name not in content:
-            raise PromptError(f"{kind} message is missing the field {name!r}")
-        return content[name]
-
-    def _stale(self, client: str, base: Any) -> bool:
-        """Whether a view's message was based on a state that has changed since (by anyone but
-        that view's own later messages)."""
-        if isinstance(base, bool) or not isinstance(base, int):
-            raise PromptError(f"rev must be an int, got {quote(base)}")
-        rev = self._session.rev
-        chain_client, chain_start = self._chain
-        return not (base == rev or (client == chain_client and chain_start <= base <= rev))
-
-    def _on_frontend_msg(self, _widget: Any, content: Any, buffers: list) -> None:
-        if self._closed:
-            return
-        seq = None
-        try:
-            if not isinstance(content, dict):
-                raise PromptError(f"message must be an object, got {type(content).__name__}")
-            kind = self._field(content, "type", "a")
-            client = str(content.get("client", ""))[:64]
-            number = content.get("seq", 0)
-            if isinstance(number, bool) or not isinstance(number, int):
-                raise PromptError(f"seq must be an int, got {quote(number)}")
-            seq = f"{client}:{number}"
-            if kind == "hover":
-                self._request_hover(content)
-                return
-            if kind == "wire-probe":  # the view tests binary buffers (sam_widget/wire.py)
-                msg, probe = probe_answer(content, buffers)
-                self.send(msg, buffers=probe)
-                return
-            if kind == "wire":
-                self.set_wire(str(content.get("mode", "")))
-                return
-            if kind not in ("prompt", "undo", "redo", "clear", "commit", "object",
-                            "everything", "stroke", "stop", "dismiss"):
-                raise PromptError(f"unknown message type {quote(kind, 60)}")
-            with self._cv:
-                if number <= self._last_seq.get(client, -1):  # out of order: already past it
-                    self.stats["stale"] += 1
-                    return
-                self._last_seq[client] = number
-                if kind not in ("everything", "stop", "dismiss") and self._stale(
-                        client, self._field(content, "rev", kind)):
-                    self.stats["stale"] += 1
-                    self._write(prompt_seq=seq)  # the view drops its local state
-                    return
-                self._handle(kind, content, client, seq)
-        except Exception as exc:  # noqa: BLE001 - never a dead widget: say what was wrong
-            self._report(exc, "bad message from the view")
-            if seq is not None:
-                self._write(prompt_seq=seq)  # handled (refused): the view drops its local state
-
-    def _handle(self, kind: str, content: dict, client: str, seq: str) -> None:
-        if kind == "prompt":
-            w, h = self._size
-            points = validate_points(self._field(content, "points", kind), w, h)
-            box = validate_box(self._field(content, "box", kind), w, h)
-            received = time.time()
-            self._prompt(points, box, client=client, seq=seq, wait=False)
-            self._trace(self._session.rev, received=received)
-        elif kind in ("undo", "redo", "clear"):
-            self._edit(kind, client=client, seq=seq)
-        elif kind == "commit":
-            label = content.get("label", ...)
-            if label is not ...:
-                label = self._session.check_label(label)
-            if self._dirty:  # commit once the current prompts are answered
-                self._pending_commit = True
-            else:
-                self._commit(label=label, client=client)
-            self._write(prompt_seq=seq)
-        elif kind == "object":
-            oid = self._field(content, "id", kind)
-            self._session.current.find(oid)
-            if content.get("delete"):
-                self._object_edit(oid, None, client)
-            elif "label" in content:
-                label = self._session.check_label(content["label"])
-                self._object_edit(oid, {"label": label,
-                                        "color": self._session.color(label, oid)}, client)
-            else:
-                self._object_edit(oid, {"visible": bool(content.get("visible", True))},
-                                  client)
-            self._write(prompt_seq=seq)
-        elif kind == "everything":
-            if self.everything_state.startswith("unavailable"):
-                raise PromptError(self.everything_state.split(": ", 1)[1])
-            self._stop_everything = False
-            self._everything = True
-            self._write(prompt_seq=seq)
-            self._kick()
-        elif kind == "stop":
-            self._stop_everything = True
-            self._write(prompt_seq=seq)
-        elif kind == "dismiss":
-            self._write(notice="", prompt_seq=seq)
-        elif kind == "stroke":
-            stroke = {k: content.get(k) for k in ("mode", "radius", "points")}
-            target = content.get("target")
-            if target is not None:
-                self._session.current.find(target)
-            self._stroke(stroke, target, client, seq=seq)
 
 
 def _check_opacity(value: Any) -> float:

@@ -34,6 +34,7 @@ def test_a_folder_is_its_image_files_sorted_by_name_and_the_rest_is_warned_about
     assert len(ds) == 4
     assert ds.names == ["a.jpg", "b.png", "img2.png", "img10.png"]  # numbers sort as numbers
     assert ds.name(-1) == "img10.png"
+    assert ds.size(2) == (8, 12)
     img = ds[2]
     assert img.dtype == np.uint8 and img.shape == (8, 12, 3) and (img == 30).all()
     assert "4 images" in repr(ds)

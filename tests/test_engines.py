@@ -16,9 +16,8 @@ import warnings
 import numpy as np
 import pytest
 
-from sam_widget import weights
+from sam_widget import engines, weights
 from sam_widget.classic import ClassicPredictor
-from sam_widget import engines
 from sam_widget.engines import EngineFallbackWarning, auto_choice, resolve_engine
 from sam_widget.predictor import Engine
 

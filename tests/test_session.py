@@ -8,7 +8,12 @@ import pytest
 
 from sam_widget.predictor import Prediction
 from sam_widget.session import (
-    HISTORY_BYTES, ImageSession, PromptError, Session, check_labels, quote,
+    HISTORY_BYTES,
+    ImageSession,
+    PromptError,
+    Session,
+    check_labels,
+    quote,
 )
 
 

@@ -6,10 +6,10 @@ by the predictor), so these tests show the widget wiring, not segmentation quali
 
 from __future__ import annotations
 
-import math
-import re
 import gc
 import logging
+import math
+import re
 import threading
 import warnings
 import weakref
@@ -17,11 +17,10 @@ import weakref
 import numpy as np
 import pytest
 import traitlets as t
+from PIL import Image
 
 import sam_widget as sw
 from sam_widget.codec import decode_masks
-from PIL import Image
-
 from sam_widget.session import PromptError
 from sam_widget.widget import MAX_POINTS, ClosedError, SamWidget
 
@@ -111,7 +110,8 @@ def test_large_images_are_downscaled_for_display_only(predictor):
 # ------------------------------------------------------------------------------ prompts
 def test_add_point_returns_with_masks_that_reflect_it(widget, predictor):
     widget.add_point(110, 100)
-    expected = predictor.predict(points=np.array([[110, 100]], np.float32),
+    expected = predictor.predict(image=predictor.encode(widget.image),
+                                 points=np.array([[110, 100]], np.float32),
                                  labels=np.array([1]), multimask=True)
     assert widget.points == [[110, 100, 1]]
     np.testing.assert_allclose(widget.scores, expected.scores, rtol=1e-4, atol=1e-5)
@@ -129,13 +129,15 @@ def test_refinement_feeds_the_selected_logits_back(widget, predictor):
     k = widget.selected
     widget.add_point(200, 60, label=0)
     pts = np.array([[110, 100], [200, 60]], np.float32)
-    refined = predictor.predict(points=pts, labels=np.array([1, 0]),
+    refined = predictor.predict(image=predictor.encode(widget.image),
+                                points=pts, labels=np.array([1, 0]),
                                 mask_input=first.logits[k][None], multimask=True)
     np.testing.assert_allclose(widget.scores, refined.scores, rtol=1e-4, atol=1e-5)
     widget.undo()
     widget.refine = False
     widget.add_point(200, 60, label=0)
-    plain = predictor.predict(points=pts, labels=np.array([1, 0]), multimask=True)
+    plain = predictor.predict(image=predictor.encode(widget.image),
+                              points=pts, labels=np.array([1, 0]), multimask=True)
     np.testing.assert_allclose(widget.scores, plain.scores, rtol=1e-4, atol=1e-5)
 
 
@@ -258,7 +260,8 @@ def test_hover_answers_one_request_with_the_next_clicks_mask(widget, predictor):
         threading.Event().wait(0.05)
     msg, buffers = sent[0]
     assert msg["type"] == "hover" and msg["seq"] == 1 and not msg["empty"]
-    expected = predictor.predict(points=np.array([[110, 100]], np.float32),
+    expected = predictor.predict(image=predictor.encode(widget.image),
+                                 points=np.array([[110, 100]], np.float32),
                                  labels=np.array([1]), multimask=True)
     shown = decode_masks(buffers[0])[0]
     np.testing.assert_array_equal(shown, expected.masks_at(240, 320)[expected.best])
@@ -284,7 +287,8 @@ def test_a_click_where_the_pointer_rested_reuses_the_hover_decode(widget, predic
     assert widget.stats["hover_reused"] == 1
     assert widget.stats["decodes"] == decodes  # the click needed no decode of its own
     # exactly what a decode of the click gives (the refinement's mask_input included)
-    expected = predictor.predict(points=np.array([[110, 100], [200, 60]], np.float32),
+    expected = predictor.predict(image=predictor.encode(widget.image),
+                                 points=np.array([[110, 100], [200, 60]], np.float32),
                                  labels=np.array([1, 1]), mask_input=first.logits[k][None],
                                  multimask=True)
     np.testing.assert_array_equal(widget.scores, [float(s) for s in expected.scores])
@@ -315,7 +319,8 @@ def test_a_click_unlike_the_hover_is_decoded_afresh(widget, predictor, change):
     assert widget.stats["decodes"] == decodes + 1
     img = widget.session.current
     first = img.history[img.pos - 1].prediction
-    expected = predictor.predict(
+    expected = predictor.predict(image=predictor.encode(widget.image),
+
         points=np.array([[110, 100], point[:2]], np.float32), labels=np.array([1, point[2]]),
         mask_input=first.logits[min(img.history[img.pos - 1].selected, 2)][None],
         multimask=widget.multimask)
@@ -773,6 +778,8 @@ def test_a_folder_is_annotated_image_by_image_with_labels(folder, tmp_path):
     assert (out2 / "annotations.json").read_text() == (out / "annotations.json").read_text()
     coco_resumed = SamWidget(folder, model="classic", annotations=out / "annotations.json")
     assert len(coco_resumed.annotations[2]) == 1
+    again.labels = ["cell", "debris", "tree"]  # a new class from Python
+    assert len(again.label_colors) == 3 and again.session.labels[-1] == "tree"
     again.close()
     coco_resumed.close()
 
