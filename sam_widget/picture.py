@@ -125,3 +125,40 @@ class StaticPicture:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+
+class PictureDisplay:
+    """Mixin of `SamWidget`: how IPython displays it (the live view, then its picture)."""
+
+    def _ipython_display_(self) -> None:
+        """In IPython (Jupyter, Voila, nbconvert): the live view, then the static picture that
+        a saved notebook shows to readers without a kernel, kept up to date (sam_widget.picture)."""
+        from IPython.display import display
+
+        bundle = super()._repr_mimebundle_()  # type: ignore[misc]
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        display(data, metadata=meta, raw=True)
+        try:
+            self._picture.show()
+        except (ImportError, ValueError):  # no plot helpers, or an unreadable image
+            pass
+
+    def _picture_rgb(self) -> np.ndarray:
+        from .plot import render
+        from .session import entry_masks
+
+        with self._cv:
+            entry = self._session.current.current
+            masks = [o["mask"] for o in self.objects if o.get("visible", True)]
+            if entry.prediction is not None:
+                masks.append(entry_masks(entry)[min(entry.selected,
+                                                    len(entry.prediction.scores) - 1)])
+            pts = [(p[0], p[1]) for p in entry.points]
+            labels = [p[2] for p in entry.points]
+            box = entry.box
+        return render(self.image, masks=masks, points=pts, labels=labels, box=box,
+                      max_size=MAX_SIDE)
+
+    def _picture_text(self) -> str:
+        return (f"SamWidget: {len(self.objects)} object(s), {len(self.points)} point(s) "
+                f"(a picture of the widget; run the notebook for the live view)")

@@ -34,6 +34,7 @@ from .codec import display_size, encode_image, encode_masks
 from .dataset import ArraySource, Dataset, is_dataset_source
 from .exporting import Exports
 from .images import to_rgb
+from .picture import PictureDisplay
 from .predictor import Prediction
 from .protocol import VIEW_TRAITS, ViewProtocol  # noqa: F401 - VIEW_TRAITS re-exported
 from .session import (  # noqa: F401 - re-exported: the widget's public error and limits
@@ -79,7 +80,7 @@ class ClosedError(RuntimeError):
     """The widget was closed: make a new one (annotations can still be saved)."""
 
 
-class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
+class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
     """Segment Anything in a notebook: click or drag on the image, get masks in Python.
 
     ``SamWidget(image_or_dataset, model="auto", labels=None, annotations=None)``: one image
@@ -622,39 +623,6 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         if image and self._rgb is None:
             raise RuntimeError(f"SamWidget: {self._session.current.error}; w.next() or "
                                "w.goto(i) moves on")
-
-    def _ipython_display_(self) -> None:
-        """In IPython (Jupyter, Voila, nbconvert): the live view, then the static picture that
-        a saved notebook shows to readers without a kernel, kept up to date (sam_widget.picture)."""
-        from IPython.display import display
-
-        bundle = super()._repr_mimebundle_()
-        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
-        display(data, metadata=meta, raw=True)
-        try:
-            self._picture.show()
-        except (ImportError, ValueError):  # no plot helpers, or an unreadable image
-            pass
-
-    def _picture_rgb(self) -> np.ndarray:
-        from .picture import MAX_SIDE
-        from .plot import render
-
-        with self._cv:
-            entry = self._session.current.current
-            masks = [o["mask"] for o in self.objects if o.get("visible", True)]
-            if entry.prediction is not None:
-                masks.append(entry_masks(entry)[min(entry.selected,
-                                                    len(entry.prediction.scores) - 1)])
-            pts = [(p[0], p[1]) for p in entry.points]
-            labels = [p[2] for p in entry.points]
-            box = entry.box
-        return render(self.image, masks=masks, points=pts, labels=labels, box=box,
-                      max_size=MAX_SIDE)
-
-    def _picture_text(self) -> str:
-        return (f"SamWidget: {len(self.objects)} object(s), {len(self.points)} point(s) "
-                f"(a picture of the widget; run the notebook for the live view)")
 
     def set_wire(self, mode: str) -> None:
         """Send bytes as "binary" buffers or as "base64" strings (hosts without binary buffers;
