@@ -4,6 +4,8 @@
     sam-widget demo [--port N] [--no-browser] [--dir DIR]
     sam-widget segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] [--model auto]
                        --out mask.png
+    sam-widget precompute FOLDER --store URL [--model vit_b] [--engine local|ray]
+                          [--everything] [--dtype float32|float16]
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.port:
+        _check_port_free(args.port)
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
@@ -166,8 +170,6 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 1
     root, what = prepare_demo_dir(args.dir)
-    if args.port:
-        _check_port_free(args.port)
     port = args.port or _free_port()
     token = secrets.token_hex(16)
     print(f"sam-widget demo: {what}", flush=True)
@@ -263,6 +265,34 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- precompute ------------------------------------------------------------------------------
+
+
+def run_precompute(args: argparse.Namespace) -> int:
+    from .precomputing import precompute
+    from .weights import load_model
+
+    started = time.perf_counter()
+    model = load_model(args.model, checkpoint=args.checkpoint, device="cpu")
+    dataset = precompute(
+        args.images,
+        args.store,
+        model=model,
+        engine=args.engine,
+        everything=args.everything,
+        dtype=args.dtype,
+        device=args.device,
+        workers=args.workers,
+        progress=True,
+    )
+    store = dataset.source.store
+    seconds = time.perf_counter() - started
+    print(f"store     {store.url} ({store.info['model']}, {store.info['dtype']})")
+    print(f"images    {len(dataset)} stored, {seconds:.1f} s")
+    print(f"open it   sw.SamWidget(sw.Dataset({store.url!r}), model=...)")
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 
@@ -271,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sam-widget",
-        description="Segment Anything in notebooks: an interactive demo and a command for scripts.",
+        description="Segment Anything in notebooks: an interactive demo and commands for scripts.",
     )
     parser.add_argument("--version", action="version", version=f"sam-widget {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -321,6 +351,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--out", required=True, help="where to write the mask PNG")
     seg.set_defaults(run=run_segment, parser=seg)
+
+    pre = commands.add_parser(
+        "precompute",
+        help="encode a folder of images into an embedding store the widget opens instantly",
+        description="Encode every image of IMAGES (a folder or a glob) that the store does not "
+        "hold yet. Re-running after an interruption encodes only what is missing.",
+    )
+    pre.add_argument("images", help="a folder of images, or a glob pattern such as 'a/*.jpg'")
+    pre.add_argument(
+        "--store", required=True, help="where: a folder (e.g. emb.zarr) or an fsspec URL"
+    )
+    pre.add_argument("--model", default="vit_b", help="SAM variant (default: vit_b)")
+    pre.add_argument("--checkpoint", default=None, help="a checkpoint file for --model")
+    pre.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray cluster ($RAY_ADDRESS) or a local one, "
+        "one model per GPU (pip install sam-widget[ray])",
+    )
+    pre.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per GPU)")
+    pre.add_argument(
+        "--everything", action="store_true", help="also store automatic masks (COCO RLE)"
+    )
+    pre.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="storage precision (float16: half the bytes, see the README)",
+    )
+    pre.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
+    pre.set_defaults(run=run_precompute, parser=pre)
     return parser
 
 

@@ -248,3 +248,19 @@ class Dataset:
         n = len(self)
         first = f", first {self.name(0)!r}" if n else ""
         return f"Dataset({n} images{first})"
+
+
+def _is_store(value: Any) -> bool:
+    from .store import looks_like_store
+
+    return looks_like_store(value)
+
+
+def _store_source(value: Any) -> ImageSource:
+    from .store import StoreSource
+
+    return StoreSource(value)
+
+
+# an EmbeddingStore, or its URL / folder: the images committed to it (see store.py)
+register_source(_is_store, _store_source)

@@ -385,13 +385,18 @@ def to_polygons(mask: Any) -> list[list[np.ndarray]]:
     import contourpy
 
     array = _as_mask(mask)
-    if not array.any():
+    rows = np.flatnonzero(array.any(axis=1))
+    if rows.size == 0:
         return []
-    padded = np.pad(array, 1).astype(np.float64)
-    # z[i, j] is the value at pixel centre (x, y) = (j - 0.5, i - 0.5) once padding is undone
+    cols = np.flatnonzero(array.any(axis=0))
+    # only the bounding box matters (outside it all is background): a small object in a big
+    # image costs what its box costs
+    top, left = int(rows[0]), int(cols[0])
+    padded = np.pad(array[top : rows[-1] + 1, left : cols[-1] + 1], 1).astype(np.float64)
+    # z[i, j] is the value at pixel centre (x, y) = (left + j - 0.5, top + i - 0.5)
     h, w = padded.shape
-    x = np.arange(w, dtype=np.float64) - 0.5
-    y = np.arange(h, dtype=np.float64) - 0.5
+    x = np.arange(w, dtype=np.float64) - 0.5 + left
+    y = np.arange(h, dtype=np.float64) - 0.5 + top
     generator = contourpy.contour_generator(
         x, y, padded, fill_type=contourpy.FillType.OuterOffset, corner_mask=True
     )

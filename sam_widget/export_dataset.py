@@ -29,11 +29,12 @@ load -> save round trip is exact because the second save sees the same objects.
                          bridges (how Ultralytics' own COCO converter joins segments), which
                          every even-odd or non-zero rasteriser fills back to the mask
     data.yaml            the YOLO class names
-    masks/<stem>.png     a label image per image: 0 background, object k of that image k + 1
-                         (8-bit, 16-bit beyond 255 objects); overlaps: the later object wins
+    masks/<stem>.png     a label image: 0 background, object k of that image k + 1 (8-bit,
+                         16-bit beyond 255 objects); overlaps: the later object wins
     prompts.json         the prompt log: per image its objects' prompts, labels and scores,
                          enough for ``replay_dataset`` to recompute every mask
 
+Images without objects get no per-image files (they may just not be annotated yet).
 ``<stem>`` is the image's file name without its extension, made safe (``export.safe_file_name``:
 nothing can escape the folder); two images with one stem get ``-2``, ``-3``...; prompts.json
 records each image's stem. annotations.json is written last, so a folder whose annotations.json
@@ -60,6 +61,7 @@ from sam_widget.export import (
     label_image,
     mask_bbox,
     safe_file_name,
+    target_kind,
     to_polygons,
     write_atomic,
 )
@@ -289,18 +291,6 @@ def _stems(entries: list[dict[str, Any]]) -> list[str]:
     return stems
 
 
-def _label_png(masks: list[np.ndarray], height: int, width: int) -> bytes:
-    if masks:
-        return label_image(masks, png=True)  # type: ignore[return-value]
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.zeros((height, width), np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
@@ -318,12 +308,20 @@ def save_dataset(
 
     Everything is checked (sizes, labels, JSON-ability) before the first file is written;
     each file is then written atomically, annotations.json last. Files of an earlier save are
-    replaced, and per-image files of stems this save does not have are left alone.
+    replaced; an image without objects gets no per-image files (YOLO reads a missing label
+    file as "no objects"), and those of an earlier save are removed. ``folder`` is always a
+    folder, also with dots in its name; a .json / .png / .npy / .npz path is refused (write
+    ``dataset_to_coco`` to a file for a COCO file alone).
 
     Args:
         prompt_log: extra JSON-able fields stored at the top of prompts.json (the engine's
             name, ``refine``, raw event logs...); they cannot replace its own keys.
     """
+    if target_kind(folder) != "folder":
+        raise ValueError(
+            f"save_dataset writes a folder, not {Path(folder).name!r}; for one COCO file write "
+            "json.dumps(dataset_to_coco(...)) to it"
+        )
     folder = Path(folder)
     coco = dataset_to_coco(images, annotations, labels)
     entries = coco["images"]
@@ -370,14 +368,16 @@ def save_dataset(
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
     for i, entry in enumerate(entries):
-        items = per_image.get(i, [])
+        items = per_image.get(i)
+        txt = folder / "labels" / f"{stems[i]}.txt"
+        png = folder / "masks" / f"{stems[i]}.png"
+        if not items:  # not annotated (yet): no files, and none left from an earlier save
+            txt.unlink(missing_ok=True)
+            png.unlink(missing_ok=True)
+            continue
         h, w = entry["height"], entry["width"]
-        write_atomic(
-            folder / "labels" / f"{stems[i]}.txt", _yolo_lines([(c, m) for c, m, _ in items], h, w)
-        )
-        write_atomic(
-            folder / "masks" / f"{stems[i]}.png", _label_png([m for _, m, _ in items], h, w)
-        )
+        write_atomic(txt, _yolo_lines([(c, m) for c, m, _ in items], h, w))
+        write_atomic(png, label_image([m for _, m, _ in items], png=True))  # type: ignore[arg-type]
     write_atomic(folder / "data.yaml", _data_yaml(names))
     write_atomic(folder / PROMPTS_FILE, log_bytes)
     write_atomic(folder / COCO_FILE, coco_bytes)

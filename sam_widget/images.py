@@ -17,6 +17,12 @@ How values are read (documented here because they are decisions, not accidents):
 - PIL images in any mode (1, L, P, LA, PA, RGB, RGBA, CMYK, YCbCr, LAB, HSV, I, I;16, F),
   with EXIF orientation applied; str / Path are opened with PIL.
 - channels-first arrays (3, H, W) are refused with a hint, not guessed at.
+- arrays in OpenCV's BGR / BGRA order: pass ``image_format="BGR"``.
+- torch tensors on any device and of any dtype (bfloat16 included); channels last.
+- files (a path, their bytes, a binary file object) are decoded with raster decoders only
+  (``FORMATS``: no EPS/PostScript, which would run Ghostscript); a multi-frame file (GIF,
+  animated PNG, TIFF stack) gives its first frame with a warning; whatever a corrupt file
+  makes PIL raise becomes an ``ImageError``.
 """
 
 from __future__ import annotations
@@ -182,6 +188,16 @@ FORMATS = (
     "QOI",
 )
 
+
+def _available_formats() -> list[str]:
+    """``FORMATS`` that this Pillow has plugins for (AVIF needs Pillow 11.3+; Image.open
+    fails on a format id it does not know)."""
+    from PIL import Image
+
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
+
+
 # how a file begins, for naming formats we refuse
 _REFUSED_MAGIC = {
     b"%!PS": "PostScript/EPS (opening it would run Ghostscript)",
@@ -207,7 +223,7 @@ def _decode(source: Any, what: str, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # we apply our own limit (max_pixels) right after the header is read
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source, formats=FORMATS) as image:
+            with Image.open(source, formats=_available_formats()) as image:
                 _check_size(image.size[1], image.size[0], max_pixels, what)
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1 and image.format != "MPO":  # MPO: a photo plus its previews
@@ -246,6 +262,8 @@ def _decode(source: Any, what: str, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{what} could not be read: it needs more memory than is free") from None
     except Exception as e:  # truncated and corrupt files: OSError, ValueError, SyntaxError,
         # struct.error, IndexError, ... (whatever the plugin's parser tripped on)
+        if isinstance(e, OSError) and e.errno is not None:  # the file system, not the bytes
+            raise ImageError(f"{what} could not be read: {e.strerror}") from None
         detail = str(e).splitlines()[0][:200] if str(e) else ""
         raise ImageError(
             f"{what} could not be read: it is truncated or corrupt ({type(e).__name__}"

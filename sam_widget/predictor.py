@@ -615,6 +615,11 @@ class Predictor:
     for the image encoder on CUDA, float32 elsewhere), "float32", "bfloat16" or "float16" (the
     encoder only; the prompt decoder always runs in float32). ``cache_bytes`` bounds the
     embedding cache (least recently used embeddings are dropped first; 0 disables it).
+    ``store``: an `EmbeddingStore`, its URL, or ``sw.Dataset`` over one: embeddings found there
+    (by image content) are not encoded, new ones are written to it; a store of another model is
+    a `StoreMismatchError`. ``disk_cache``: recent embeddings also kept on disk (True, the
+    default: in the user's cache folder, bounded; a folder path; or False), so reopening
+    yesterday's images is instant; ``$SAM_WIDGET_DISK_CACHE`` = 0 or a folder overrides it.
 
     Thread safety: ``set_image`` may run in a background thread while another thread calls
     ``predict``; a prediction uses the image that was completely set when it started. Several
@@ -631,6 +636,8 @@ class Predictor:
         device: str | torch.device | None = None,
         precision: str = "auto",
         cache_bytes: int = 256 * 2**20,
+        store: Any = None,
+        disk_cache: bool | str | None = None,
     ) -> None:
         if not all(hasattr(model, a) for a in ("image_encoder", "prompt_encoder", "mask_decoder")):
             raise TypeError(
@@ -655,6 +662,7 @@ class Predictor:
         self._token = object()  # marks the handles this Predictor made (see `_current`)
         self._lock = threading.Lock()  # guards _state and the cache
         self._encode_lock = threading.Lock()  # one encoder run at a time
+        self._stores = _store_hooks(self, store, disk_cache)  # store.py: look-up, then write
 
     # ---- Engine attributes -------------------------------------------------------------------
 
@@ -685,7 +693,8 @@ class Predictor:
         making it the current image; returns its handle for ``predict(..., image=handle)``.
         ``image_format="BGR"`` reads an array in OpenCV's channel order (as the official API).
 
-        An image whose content was encoded before (and is still cached) is not encoded again.
+        An image whose content was encoded before (and is still cached, or is in the store or
+        the disk cache) is not encoded again.
         """
         rgb = to_rgb(image, image_format=image_format)
         key = self._cache_key(rgb)
@@ -699,7 +708,10 @@ class Predictor:
             with self._lock:  # another thread may have encoded it meanwhile
                 state = self._cache.get(key)
             if state is None:
-                state = self._encode(rgb)
+                state = self._stores.load(key)  # the embedding store, then the disk cache
+                if state is None:
+                    state = self._encode(rgb)
+                    self._stores.save(key, state)
                 with self._lock:
                     self.cache_misses += 1
                     self._remember(key, state)
@@ -775,6 +787,27 @@ class Predictor:
             embedding=embedding.contiguous(),
             input_size=tuple(resized.shape[:2]),
             original_size=tuple(rgb.shape[:2]),
+            owner=self._token,
+        )
+
+    def use_store(self, store: Any) -> None:
+        """Look embeddings up in ``store`` (an `EmbeddingStore`, its URL, or ``sw.Dataset``
+        over one) before encoding, as ``Predictor(..., store=...)`` does."""
+        self._stores.attach(store)
+
+    # ---- records for the embedding store (store.py): this family's named feature maps -------
+
+    def _features(self, state: _ImageState) -> dict[str, np.ndarray]:
+        """The arrays that make an image's state, as stored: SAM 1 has one embedding."""
+        return {"embedding": state.embedding[0].float().cpu().numpy()}
+
+    def _from_record(self, record: Any) -> _ImageState:
+        """The image state from a stored record (`store.Record`)."""
+        embedding = torch.from_numpy(np.ascontiguousarray(record.features["embedding"]))
+        return _ImageState(
+            embedding=embedding[None].to(self._device, self.dtype),
+            input_size=tuple(record.input_size),
+            original_size=tuple(record.original_size),
             owner=self._token,
         )
 
@@ -924,6 +957,14 @@ class Predictor:
             image_shape=state.original_size,
             to_masks=to_masks,
         )
+
+
+def _store_hooks(predictor: Predictor, store: Any, disk_cache: bool | str | None):
+    """The predictor's embedding store and disk cache (see store.py): ``load(key)`` before
+    encoding, ``save(key, state)`` after."""
+    from sam_widget.store import StoreHooks
+
+    return StoreHooks(predictor, store, disk_cache)
 
 
 def _check_prompts(points, labels, box, mask_input, image_size):

@@ -329,8 +329,8 @@ def _move_aside(path: Path, problem: CheckpointError) -> Path:
 
     reason = str(problem).split(". The file", 1)[0]
     warnings.warn(
-        f"{reason}. The cached file's bytes changed since it was downloaded; it was moved "
-        f"aside to {aside} and will not be loaded.",
+        f"{reason}. Its bytes are not the official ones (changed on disk, or a bad copy): it "
+        f"was moved aside to {aside} and will not be loaded.",
         stacklevel=3,
     )
     return aside

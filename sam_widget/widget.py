@@ -213,6 +213,9 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             self._dataset = Dataset(ArraySource([to_rgb(image)], ["image"]))
         session = Session(self._dataset.names, labels)
         engine = _resolve_engine(model, device)  # before any thread: a failure leaves none
+        store = getattr(self._dataset.source, "store", None)  # a Dataset over an embedding store
+        if store is not None and hasattr(engine, "use_store"):
+            engine.use_store(store)  # its images open with no encoder run
         super().__init__(multimask=multimask, refine=refine, hover=hover,
                          opacity=_check_opacity(opacity), _uid=uuid.uuid4().hex,
                          count=len(session), labels=session.labels, label=session.label,

@@ -129,12 +129,8 @@ def test_yolo_seg_polygons_rasterise_back_to_the_masks(saved):
     folder, images, annotations = saved
     data = yaml.safe_load((folder / "data.yaml").read_text())
     assert data["names"] == {0: "cell", 1: "debris", 2: "object"} and data["nc"] == 3
-    assert sorted(p.name for p in (folder / "labels").iterdir()) == [
-        "plate_a.txt",
-        "plate_b.txt",
-        "plate_c.txt",
-    ]
-    assert (folder / "labels" / "plate_b.txt").read_text() == ""  # an image without objects
+    # plate_b has no objects: no label file (YOLO reads that as "no objects")
+    assert sorted(p.name for p in (folder / "labels").iterdir()) == ["plate_a.txt", "plate_c.txt"]
     for index, objects in annotations.items():
         entry = images[index]
         stem = entry["file_name"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
@@ -161,8 +157,7 @@ def test_label_pngs_and_the_prompt_log(saved):
     assert a.shape == (48, 64) and a.dtype == np.uint8
     assert set(np.unique(a)) == {0, 1, 2}
     np.testing.assert_array_equal(a == 1, annotations[0][0]["mask"] & ~annotations[0][1]["mask"])
-    b = np.asarray(Image.open(folder / "masks" / "plate_b.png"))
-    assert b.shape == (40, 40) and not b.any()
+    assert sorted(p.name for p in (folder / "masks").iterdir()) == ["plate_a.png", "plate_c.png"]
     log = json.loads((folder / "prompts.json").read_text())
     assert log["kind"] == "dataset" and log["labels"] == LABELS
     assert log["engine"] == "disc" and log["refine"] is True
@@ -369,3 +364,14 @@ def test_bad_input_is_refused_with_the_argument_named():
     empty = export.dataset_to_coco(images, {0: [{"mask": np.zeros((48, 64), bool)}]}, LABELS)
     assert empty["annotations"] == [] and len(empty["images"]) == 3
     assert [c["name"] for c in empty["categories"]] == LABELS
+
+
+def test_a_later_save_removes_the_files_of_images_that_lost_their_objects(saved):
+    folder, images, annotations = saved
+    export.save_dataset(folder, images, {2: annotations[2]}, LABELS)
+    assert [p.name for p in (folder / "labels").iterdir()] == ["plate_c.txt"]
+    assert [p.name for p in (folder / "masks").iterdir()] == ["plate_c.png"]
+    loaded, _ = export.load_annotations(folder, [e["file_name"] for e in images])
+    assert sorted(loaded) == [2]
+    with pytest.raises(ValueError, match="writes a folder, not 'coco.json'"):
+        export.save_dataset(folder / "coco.json", images, annotations, LABELS)

@@ -424,9 +424,13 @@ def test_multi_frame_files_give_the_first_frame_with_a_warning(tmp_path):
         np.testing.assert_array_equal(out, first)
     single = tmp_path / "one.gif"
     frames[0].save(single)
+    # a phone's MPO JPEG (the photo plus a preview) is one picture: no warning
+    mpo = tmp_path / "phone.jpg"
+    frames[0].save(mpo, format="MPO", save_all=True, append_images=[frames[0].resize((5, 4))])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         to_rgb(single)
+        assert to_rgb(mpo).shape == (8, 10, 3)
 
 
 def test_bgr_arrays_from_opencv(tmp_path):
@@ -474,3 +478,20 @@ def test_predictor_set_image_takes_opencv_bgr_like_the_official_api():
     predictor.set_image(image[..., ::-1], image_format="BGR")
     predictor.set_image(image)  # the same pixels once the channels are read right: cached
     assert (predictor.cache_info["misses"], predictor.cache_info["hits"]) == (1, 1)
+
+
+def test_an_unreadable_file_says_so_not_corrupt(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "locked.png"
+    Image.fromarray(RGB8).save(path)
+    real_open = Image.open
+
+    def denied(fp, *args, **kwargs):
+        if str(fp) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageError, match="could not be read: Permission denied$"):
+        to_rgb(path)

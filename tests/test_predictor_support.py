@@ -47,3 +47,26 @@ def synthetic_image(height: int = 240, width: int = 320, seed: int = 0) -> np.nd
     disk = (yy - height * 0.6) ** 2 + (xx - width * 0.75) ** 2 < (height * 0.2) ** 2
     image[disk] = (30, 160, 40)
     return image
+
+
+def small_config():
+    """vit_b's configuration with a one-block, narrow encoder on a 256-pixel input."""
+    from sam_widget.models import get_config
+
+    return get_config("vit_b").with_encoder(
+        embed_dim=96, depth=1, num_heads=3, global_attn_indexes=(0,), img_size=256
+    )
+
+
+def small_sam(seed: int = 0) -> torch.nn.Module:
+    """Our model only, with a one-block, narrow encoder on a 256-pixel input (16x16 embedding):
+    for tests that encode many images and care about storing embeddings, not their values."""
+    from sam_widget.models import build_sam
+    from tests.reference import randomize_
+
+    torch.manual_seed(seed)
+    model = randomize_(build_sam(small_config()).eval(), seed)
+    with torch.no_grad():
+        for mlp in model.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)
+    return model
