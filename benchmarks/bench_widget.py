@@ -212,6 +212,8 @@ def breakdown(nb, clicks: int) -> None:
                 .map(e => performance.timeOrigin + e.startTime),
             received: performance.getEntriesByName('sam:masks-received')
                 .map(e => [e.detail.rev, performance.timeOrigin + e.startTime]),
+            decoded: performance.getEntriesByName('sam:masks-decoded')
+                .map(e => [e.detail.rev, performance.timeOrigin + e.startTime]),
             painted: performance.getEntriesByName('sam:click-to-overlay')
                 .map(e => performance.timeOrigin + e.startTime + e.duration),
             frames: window.__samFrames || [],
@@ -220,9 +222,11 @@ def breakdown(nb, clicks: int) -> None:
     timeline = nb.value("list(w.stats['timeline'])")
     kernel = [t for t in timeline if "received" in t and "sent" in t]
     clicks = min(clicks, len(kernel), len(marks["prompts"]), len(marks["painted"]))
-    arrived, framed = {}, {}
+    arrived, framed, decoded = {}, {}, {}
     for rev, at in marks["received"]:
         arrived.setdefault(rev, at)
+    for rev, at in marks.get("decoded", []):
+        decoded.setdefault(rev, at)
     for rev, at in marks["frames"]:
         framed.setdefault(rev, at)
     parts: dict[str, list[float]] = {
@@ -232,6 +236,8 @@ def breakdown(nb, clicks: int) -> None:
         "kernel -> page's websocket (ZMQ, server)": [],
         "websocket -> widget model (JupyterLab, ipywidgets)": [],
         "browser: decode masks + paint": [],
+        "  of which: inflate + unpack (decode)": [],
+        "  of which: wait for the frame + paint": [],
     }
     # the last `clicks` entries of each list belong to the same clicks, in order
     for t, start, painted in zip(kernel[-clicks:], marks["prompts"][-clicks:],
@@ -247,6 +253,9 @@ def breakdown(nb, clicks: int) -> None:
         parts["kernel -> page's websocket (ZMQ, server)"].append(frame - t["sent"] * 1e3)
         parts["websocket -> widget model (JupyterLab, ipywidgets)"].append(got - frame)
         parts["browser: decode masks + paint"].append(painted - got)
+        if t["rev"] in decoded:
+            parts["  of which: inflate + unpack (decode)"].append(decoded[t["rev"]] - got)
+            parts["  of which: wait for the frame + paint"].append(painted - decoded[t["rev"]])
     print(f"  where the time goes ({len(parts['browser: decode masks + paint'])} clicks, "
           "one wall clock):")
     for name, values in parts.items():

@@ -20,6 +20,7 @@ _EXPORTS = {
     "MaskGenerator": "sam_widget.automatic",
     "ClassicPredictor": "sam_widget.classic",
     "SamWidget": "sam_widget.widget",
+    "marimo_ui": "sam_widget.hosts",
     "Dataset": "sam_widget.dataset",
     "EmbeddingStore": "sam_widget.store",
     # not precompute.py: importing that submodule would replace the function sw.precompute
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .automatic import MaskGenerator  # noqa: F401
     from .classic import ClassicPredictor  # noqa: F401
     from .dataset import Dataset  # noqa: F401
+    from .hosts import marimo_ui  # noqa: F401
     from .models import build_sam  # noqa: F401
     from .precomputing import precompute  # noqa: F401
     from .predictor import Prediction, Predictor  # noqa: F401

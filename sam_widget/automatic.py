@@ -303,6 +303,7 @@ class MaskGenerator:
         )
         total = sum(-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layers)
         counter = [0, total, progress]
+        self.found = 0  # masks kept so far (before the final de-duplication across crops)
         parts = [  # each crop is encoded as a handle: the predictor's current image is untouched
             self._process_crop(rgb, box, layer, orig_size, counter)
             for box, layer in zip(crop_boxes, layers, strict=True)
@@ -360,6 +361,7 @@ class MaskGenerator:
                 )
             )
             counter[0] += 1
+            self.found += len(parts[-1])
             if counter[2] is not None:
                 counter[2](counter[0], counter[1])
         data = _Masks.cat(parts)

@@ -22,9 +22,16 @@ from typing import Any
 import numpy as np
 
 from .codec import encode_masks
-from .session import ImageSession, PromptError, quote
+from .session import ImageSession, PromptError, entry_display_masks, quote
+from .wire import to_wire
 
 logger = logging.getLogger("sam_widget")
+
+
+
+class _Stopped(Exception):
+    """The user pressed Stop during "Everything" (args: batches done, total)."""
+
 
 #: images after the current one that are encoded ahead (the second only when idle)
 PREFETCH = 2
@@ -218,7 +225,8 @@ class BackgroundWork:
         took = getattr(self, "_encode_seconds", 0.0)
         engine = self.engine
         if engine == "classic":  # say plainly that this is not SAM (issue: works offline)
-            engine = "classic (weights-free, not SAM: see the warning for SAM weights)"
+            # never "see the warning": Voila and `marimo run` hide warnings (the notice says how)
+            engine = "classic (weights-free, not SAM)"
         text = f"ready · {engine} on {self.device} · encoded in {took:.1f} s"
         nxt = self._session.images.get(self._session.index + 1)
         if nxt is not None and nxt.handle is not None:
@@ -247,6 +255,9 @@ class BackgroundWork:
             elif hovered is not None:  # the hover preview already decoded this click
                 pred, masks = hovered
                 self.stats["hover_reused"] += 1
+                if entry.strokes:  # the brush's edits, carried to this prompt
+                    masks = entry_display_masks(entry, self.display_height, self.display_width,
+                                                pred)
             else:
                 pred = self._predict(handle, entry.points, entry.box, mask_input, multimask)
                 self.stats["decodes"] += 1
@@ -254,7 +265,8 @@ class BackgroundWork:
                 data, scores, best = b"", [], 0
             else:
                 if masks is None:
-                    masks = pred.masks_at(self.display_height, self.display_width)
+                    masks = entry_display_masks(entry, self.display_height, self.display_width,
+                                                pred)
                 data = encode_masks(masks)
                 scores = [float(s) for s in np.asarray(pred.scores).reshape(-1)]
                 best = entry.selected if entry.prediction is not None else pred.best
@@ -312,6 +324,9 @@ class BackgroundWork:
         self.stats["hover_answers"] += 1
         msg = {"type": "hover", "seq": req["seq"], "rev": req.get("rev", self._session.rev),
                "empty": data is None}
+        if data is not None and self._wire == "base64":  # a host without binary buffers
+            msg["data"] = to_wire(data, "base64")
+            data = None
         if not self._closed:
             self.send(msg, buffers=[data] if data is not None else None)
 
@@ -371,20 +386,33 @@ class BackgroundWork:
 
     # ------------------------------------------------------------------ everything
     def _run_everything(self) -> None:
+        """The "Everything" button's run: progress and masks found so far in the status line,
+        the view's Stop honoured after the batch in flight."""
+        found = [0]
+
+        def progress(done: int, total: int) -> None:
+            if self._stop_everything:
+                raise _Stopped(done, total)
+            self._write(message=f"segmenting everything… {done}/{total} batches of points · "
+                                f"{found[0]} masks found so far")
+
         try:
-            self._write(message="segmenting everything…")
-            self.segment_everything(progress=self._everything_progress,
-                                    **self.everything_settings)
-            self._write(message=self._ready_message())
+            self._write(message="segmenting everything…", everything_state="running")
+            added = self.segment_everything(progress=progress, found=found,
+                                            **self.everything_settings)
+            self._write(message=f"everything: {len(added)} masks added as objects · "
+                                f"{self._ready_message()}")
+        except _Stopped as stop:
+            self._write(message=f"everything stopped after {stop.args[0]}/{stop.args[1]} "
+                                f"batches; nothing added · {self._ready_message()}")
         except BaseException as exc:  # noqa: BLE001
             self._report(exc, "everything")
         finally:
             with self._cv:
                 self._everything = False
+                self._stop_everything = False
+                self._write(everything_state="ready")
                 self._kick()
-
-    def _everything_progress(self, done: int, total: int) -> None:
-        self._write(message=f"segmenting everything… {done}/{total} batches of points")
 
     # ------------------------------------------------------------------ prefetch thread
     def _prefetch_target(self) -> int | None:

@@ -15,7 +15,9 @@ what ``"auto"`` means.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from .predictor import Engine
@@ -35,6 +37,44 @@ ENV_MODEL = "SAM_WIDGET_MODEL"  # overrides what "auto" means, e.g. "classic" or
 
 class EngineFallbackWarning(UserWarning):
     """SAM's weights could not be had, so the weights-free engine is used instead."""
+
+
+def _internal_dirs() -> tuple[str, ...]:
+    """Folders whose frames are ours or the widget machinery's, never "the user's code"."""
+    dirs = [Path(__file__).parent]
+    for name in ("traitlets", "ipywidgets", "anywidget"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(Path(module.__file__).parent)
+    return tuple(str(d.resolve()) for d in dirs)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by our caller point at the first frame
+    outside sam_widget (and traitlets/ipywidgets/anywidget): the user's cell or script, not a
+    library file and line (which read like a crash)."""
+    internal = _internal_dirs()
+    frame = sys._getframe(1)  # our caller, the function that calls warnings.warn
+    level = 1
+    while frame is not None:
+        name = str(Path(frame.f_code.co_filename).resolve()) if frame.f_code.co_filename else ""
+        if not name.startswith(internal):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
+def fallback_notice(variant: str = AUTO_CPU) -> str:
+    """The short text the widget shows when it runs the weights-free engine instead of SAM."""
+    return (
+        "Using the weights-free classic engine: no SAM or SAM 2.1 weights are on this machine, "
+        f"and it is much less accurate. {how_to_get_weights(variant)}"
+    )
+
+
+#: the fallback warning is said once per process (the widget shows its own notice each time)
+_warned = False
 
 
 def _on_cuda(device: str | None) -> bool:
@@ -177,10 +217,15 @@ def _auto(device: str | None) -> Engine:
             "no SAM or SAM 2.1 weights are on this machine and "
             f"{target}'s cannot be downloaded"
         )
-    warnings.warn(
-        f"{reason}: using the weights-free 'classic' engine (superpixels, no neural network), "
-        f"which is much less accurate. {how_to_get_weights(target)}",
-        EngineFallbackWarning,
-        stacklevel=3,
-    )
-    return _classic(None)
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"{reason}: using the weights-free 'classic' engine (superpixels, no neural "
+            f"network), which is much less accurate. {how_to_get_weights(target)}",
+            EngineFallbackWarning,
+            stacklevel=user_stacklevel(),
+        )
+    engine = _classic(None)
+    engine.fallback_notice = fallback_notice(target)  # shown inside the widget
+    return engine

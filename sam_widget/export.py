@@ -725,7 +725,8 @@ def replay(
     y1] | None, "multimask": bool (default True), "selected": int (default: the best score)}``,
     or ``{"steps": [record, ...]}`` for an object refined over several prompts, where each
     step's selected low-res logits are fed to the next as ``mask_input`` (what the widget does
-    with ``refine=True``).
+    with ``refine=True``). A record's ``strokes`` (brush and eraser edits, see
+    ``sam_widget.strokes``) are applied to the mask after its prompts.
 
     Args:
         source: a folder written by ``save``, its prompts.json, or the log dict.
@@ -781,5 +782,9 @@ def _replay_objects(engine: Any, rgb: np.ndarray, objects: Sequence[Mapping[str,
             k = int(np.argmax(scores)) if k is None else int(k)
             mask = np.asarray(prediction.masks[k], dtype=bool)
             mask_input = np.asarray(prediction.logits)[k : k + 1]
+        if record.get("strokes"):  # brush/eraser edits made after the prompts
+            from sam_widget.strokes import apply_strokes
+
+            mask = apply_strokes(mask, record["strokes"])
         masks.append(mask)
     return masks

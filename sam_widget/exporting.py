@@ -48,13 +48,16 @@ class Exports:
             masks = np.stack([o["mask"] for o in objects])
             scores = [o["score"] for o in objects]
             prompts = [{"points": o["points"], "box": o["box"], "steps": o.get("steps", []),
+                        "strokes": o.get("strokes", []),
                         "label": o.get("label")} for o in objects]
         else:
             masks = self.mask[None]
             scores = [float(self.scores[self.selected])] if self.scores else None
             with self._cv:
                 steps = self._session.current.steps(bool(self.refine))
-            prompts = [{"points": self.points, "box": self.box, "steps": steps}]
+                strokes = [dict(x) for x in self._session.current.current.strokes]
+            prompts = [{"points": self.points, "box": self.box, "steps": steps,
+                        "strokes": strokes}]
         return masks, scores, prompts
 
     def save(self, path: str | Path) -> Path:

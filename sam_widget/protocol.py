@@ -3,10 +3,12 @@
 `ViewProtocol` is the half of `SamWidget` that reads a view. A view may change only the traits
 in `VIEW_TRAITS`, each checked (anything else is refused and sent back as the kernel has it).
 Its custom messages ("prompt", "undo", "redo", "clear", "commit", "object", "everything",
-"hover") carry ``client`` and ``seq`` (per view, increasing) and, but for "hover" and
-"everything", ``rev``: the ``prompt_rev`` the view had seen. A message based on a state that
-changed since (by Python, another view, navigation) is dropped; a view's own burst, based on
-the revision before its earlier unacknowledged messages, is not. Every message is acknowledged
+"stop", "stroke", "dismiss", "hover") carry ``client`` and ``seq`` (per view, increasing) and,
+but for "hover", "everything", "stop" and "dismiss", ``rev``: the ``prompt_rev`` the view had
+seen. A message based on a state that changed since (by Python, another view, navigation) is
+dropped; a view's own burst, based on the revision before its earlier unacknowledged messages,
+is not. "wire-probe" and "wire" (binary buffers or base64, sam_widget/wire.py) are answered
+outside this order. Every message is acknowledged
 through the ``prompt_seq`` trait ("client:seq"), also when it was dropped or refused.
 """
 
@@ -18,12 +20,14 @@ from typing import Any
 import traitlets as t
 
 from .session import PromptError, quote, validate_box, validate_points
+from .wire import probe_answer
 
 #: traits a view may change (everything else is the kernel's)
 VIEW_TRAITS = frozenset({"points", "box", "selected", "opacity", "hover", "refine", "multimask",
-                         "index", "label"})
+                         "index", "label", "_view_rev"})
 #: custom message types a view may send (besides "hover")
-MESSAGES = ("prompt", "undo", "redo", "clear", "commit", "object", "everything")
+MESSAGES = ("prompt", "undo", "redo", "clear", "commit", "object", "everything", "stop",
+            "stroke", "dismiss")
 
 
 class ViewProtocol:
@@ -102,6 +106,13 @@ class ViewProtocol:
             if kind == "hover":
                 self._request_hover(content)
                 return
+            if kind == "wire-probe":  # the view tests binary buffers (sam_widget/wire.py)
+                msg, probe = probe_answer(content, buffers)
+                self.send(msg, buffers=probe)
+                return
+            if kind == "wire":
+                self.set_wire(str(content.get("mode", "")))
+                return
             if kind not in MESSAGES:
                 raise PromptError(f"unknown message type {quote(kind, 60)}")
             with self._cv:
@@ -109,8 +120,8 @@ class ViewProtocol:
                     self.stats["stale"] += 1
                     return
                 self._last_seq[client] = number
-                if kind != "everything" and self._stale(client, self._field(content, "rev",
-                                                                            kind)):
+                if kind not in ("everything", "stop", "dismiss") and self._stale(
+                        client, self._field(content, "rev", kind)):
                     self.stats["stale"] += 1
                     self._write(prompt_seq=seq)  # the view drops its local state
                     return
@@ -153,6 +164,20 @@ class ViewProtocol:
                                   client)
             self._write(prompt_seq=seq)
         elif kind == "everything":
+            if self.everything_state.startswith("unavailable"):
+                raise PromptError(self.everything_state.split(": ", 1)[1])
+            self._stop_everything = False
             self._everything = True
             self._write(prompt_seq=seq)
             self._kick()
+        elif kind == "stop":  # ends "Everything" after the batch in flight
+            self._stop_everything = True
+            self._write(prompt_seq=seq)
+        elif kind == "dismiss":  # the notice (e.g. missing weights) was read
+            self._write(notice="", prompt_seq=seq)
+        elif kind == "stroke":  # brush or eraser (sam_widget.strokes)
+            stroke = {k: content.get(k) for k in ("mode", "radius", "points")}
+            target = content.get("target")
+            if target is not None:
+                self._session.current.find(target)
+            self._stroke(stroke, target, client, seq=seq)

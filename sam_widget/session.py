@@ -128,6 +128,9 @@ class Entry:
     mask_input: np.ndarray | None = field(default=None, repr=False)
     decoded: bool = False  # answered once (even if the answer was since dropped)
     multimask: bool = True
+    #: brush/eraser strokes on top of the answer (see "Brush and eraser" below); a new prompt
+    #: state keeps the strokes of the one it follows
+    strokes: list[dict] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -199,7 +202,8 @@ class ImageSession:
             return False
         del self.history[self.pos + 1:]
         self._object_redo.clear()
-        self.history.append(Entry([list(p) for p in points], None if box is None else list(box)))
+        self.history.append(Entry([list(p) for p in points], None if box is None else list(box),
+                                  strokes=list(cur.strokes) if points or box else []))
         self.pos += 1
         self.trim()
         return True
@@ -315,7 +319,7 @@ class ImageSession:
             return None
         scores = np.asarray(entry.prediction.scores).reshape(-1)
         k = min(entry.selected, len(scores) - 1)
-        mask = np.asarray(entry.prediction.masks[k])
+        mask = entry_masks(entry)[k]
         oid = self.next_object
         self.next_object += 1
         obj = {
@@ -330,6 +334,8 @@ class ImageSession:
             "area": int(mask.sum()),
             # how to reproduce the mask: the decoded prompt states (export.replay)
             "steps": self.steps(refine),
+            # hand edits after the prompts (export.replay applies them last)
+            "strokes": [dict(x) for x in entry.strokes],
             "mask": mask,
         }
         self._snapshot()
@@ -369,6 +375,58 @@ class ImageSession:
         new = {**obj, **changes}
         self.objects = [new if o["id"] == object_id else o for o in self.objects]
         return new
+
+
+    # ----------------------------------------------------------------- brush and eraser
+    # Hand edits of masks (sam_widget.strokes). On the current mask a stroke is a new prompt
+    # state with the same prompts and answer plus the stroke, so undo/redo work as for prompts
+    # and later prompts keep it; on a kept object it is an undoable object edit.
+
+    def paint(self, stroke: dict) -> None:
+        """Apply a validated stroke to the current mask (undoable)."""
+        cur = self.current
+        if cur.prediction is None:
+            raise PromptError("nothing to paint on yet: click the object first, then brush or "
+                              "erase its mask")
+        del self.history[self.pos + 1:]
+        self._object_redo.clear()
+        self.history.append(Entry([list(p) for p in cur.points],
+                                  None if cur.box is None else list(cur.box),
+                                  prediction=cur.prediction, selected=cur.selected,
+                                  mask_input=cur.mask_input, decoded=cur.decoded,
+                                  multimask=cur.multimask, strokes=[*cur.strokes, stroke]))
+        self.pos += 1
+        self.trim()
+        self.changed = True
+
+    def paint_object(self, object_id: int, stroke: dict) -> dict:
+        """Apply a validated stroke to a kept object's full-size mask (undoable)."""
+        from .strokes import apply_stroke
+
+        obj = self.find(object_id)
+        mask = apply_stroke(obj["mask"], stroke)
+        return self.edit_object(object_id, mask=mask, area=int(mask.sum()),
+                                strokes=[*obj.get("strokes", []), stroke])
+
+
+def entry_masks(entry: Entry, prediction: Prediction | None = None) -> np.ndarray:
+    """Bool (C, H, W) candidates of a prompt state at the image size, its strokes applied."""
+    from .strokes import edit_candidates
+
+    pred = prediction if prediction is not None else entry.prediction
+    return edit_candidates(np.asarray(pred.masks), entry.strokes)
+
+
+def entry_display_masks(entry: Entry, height: int, width: int,
+                        prediction: Prediction | None = None) -> np.ndarray:
+    """Bool (C, height, width) candidates at display size, strokes applied at full resolution
+    first (so the view shows exactly what Python has)."""
+    from .strokes import nearest_resize
+
+    pred = prediction if prediction is not None else entry.prediction
+    if not entry.strokes:
+        return np.asarray(pred.masks_at(height, width))
+    return nearest_resize(entry_masks(entry, pred), height, width)
 
 
 class Session:

@@ -34,6 +34,7 @@ from .codec import display_size, encode_image, encode_masks
 from .dataset import ArraySource, Dataset, is_dataset_source
 from .exporting import Exports
 from .images import to_rgb
+from .picture import PictureDisplay
 from .predictor import Prediction
 from .protocol import VIEW_TRAITS, ViewProtocol  # noqa: F401 - VIEW_TRAITS re-exported
 from .session import (  # noqa: F401 - re-exported: the widget's public error and limits
@@ -41,11 +42,20 @@ from .session import (  # noqa: F401 - re-exported: the widget's public error an
     PALETTE,
     PromptError,
     Session,
+    entry_display_masks,
+    entry_masks,
     quote,
     validate_box,
     validate_points,
 )
 from .session import prompt_state as _state
+from .strokes import validate_stroke
+from .wire import (
+    bytes_trait_from_json,
+    bytes_trait_to_json,
+    default_mode,
+    to_wire,
+)
 
 #: decoded images kept in memory (the current one and those around it)
 _RGB_CACHE = 4
@@ -54,7 +64,7 @@ _RGB_CACHE = 4
 def _objects_to_json(objects: list[dict], widget: SamWidget) -> list[dict]:
     """Objects for the wire: everything but the full-size mask, which becomes display bytes."""
     return [{**{k: v for k, v in o.items() if k not in ("mask", "steps")},
-             "mask": widget._object_bytes(o)} for o in objects]
+             "mask": to_wire(widget._object_bytes(o), widget._wire)} for o in objects]
 
 
 def _objects_from_json(value: list[dict], widget: SamWidget) -> list[dict]:
@@ -70,7 +80,7 @@ class ClosedError(RuntimeError):
     """The widget was closed: make a new one (annotations can still be saved)."""
 
 
-class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
+class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
     """Segment Anything in a notebook: click or drag on the image, get masks in Python.
 
     ``SamWidget(image_or_dataset, model="auto", labels=None, annotations=None)``: one image
@@ -153,9 +163,23 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
     the view's instant undo/redo; the full history stays in the kernel."""
     history_index = t.Int(0).tag(sync=True)
     """Index of the current state in ``history``."""
+    notice = t.Unicode("").tag(sync=True)
+    """A short notice shown inside the widget until dismissed, e.g. that SAM's weights are
+    missing and how to get them (a warning alone is hidden by Voila and `marimo run`)."""
+    everything_state = t.Unicode("ready").tag(sync=True)
+    """The "Everything" button: "ready", "running" (the view offers Stop) or "unavailable: why"
+    (engines without SAM; the reason is the button's tooltip)."""
     _uid = t.Unicode().tag(sync=True)
-    _image = t.Bytes(b"").tag(sync=True)
-    _masks = t.Bytes(b"").tag(sync=True)
+    _view_rev = t.Int(-1).tag(sync=True)
+    """The mask revision a view drew after its own last action (set by the view: a change
+    hosts like marimo see, so cells that read ``w.mask`` re-run after each click)."""
+    _wire = t.Unicode("binary").tag(sync=True)
+    """How bytes travel: "binary" buffers, or "base64" strings on hosts without binary buffers
+    (chosen by the view's start-up probe, see sam_widget/wire.py)."""
+    _image = t.Bytes(b"").tag(sync=True, to_json=bytes_trait_to_json,
+                              from_json=bytes_trait_from_json)
+    _masks = t.Bytes(b"").tag(sync=True, to_json=bytes_trait_to_json,
+                              from_json=bytes_trait_from_json)
 
     def __init__(
         self,
@@ -195,7 +219,9 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         super().__init__(multimask=multimask, refine=refine, hover=hover,
                          opacity=_check_opacity(opacity), _uid=uuid.uuid4().hex,
                          count=len(session), labels=session.labels, label=session.label,
-                         label_colors=[session.color(x, 0) for x in session.labels])
+                         label_colors=[session.color(x, 0) for x in session.labels],
+                         _wire=default_mode(),
+                         notice=str(getattr(engine, "fallback_notice", "") or ""))
         try:
             self._session = session
             self._engine = engine
@@ -204,6 +230,17 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
             if annotations is not None:
                 self._resume(annotations)
             self.engine = str(getattr(engine, "name", type(engine).__name__))
+            from .picture import StaticPicture
+            from .predictor import Predictor
+
+            if not isinstance(engine, Predictor):
+                self.everything_state = (
+                    f"unavailable: Everything needs SAM; this widget runs the weights-free "
+                    f"{self.engine!r} engine. Create it with model='vit_b' (SAM's weights) to "
+                    "segment everything.")
+            self._picture = StaticPicture(self._picture_rgb, self._picture_text)
+            self.observe(lambda _change: self._picture.changed(),
+                         ["mask_rev", "objects", "selected"])
             self.device = str(getattr(engine, "device", "cpu"))
             self._show(0)
             self.on_msg(self._on_frontend_msg)
@@ -226,6 +263,8 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         self._hover_req: dict | None = None
         self._hover_cache = None
         self._everything = False  # the "Everything" button was pressed; True until it is done
+        self._stop_everything = False  # the view's Stop: ends "Everything" after its batch
+        self._picture = None
         self._pending_commit = False
         #: keyword settings of `sam_widget.automatic.MaskGenerator` for the "Everything" button
         self.everything_settings: dict[str, Any] = {}
@@ -276,7 +315,7 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         pred = self.prediction
         if pred is None:
             return np.zeros((0, *self.image.shape[:2]), bool)
-        return np.asarray(pred.masks)
+        return entry_masks(self._session.current.current, pred)
 
     @property
     def mask(self) -> np.ndarray:
@@ -292,13 +331,57 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         pred = self.prediction
         if pred is None:
             return np.zeros((0, self.display_height, self.display_width), bool)
-        return np.asarray(pred.masks_at(self.display_height, self.display_width))
+        return entry_display_masks(self._session.current.current, self.display_height,
+                                   self.display_width, pred)
 
     @property
     def annotations(self) -> dict[int, list[dict]]:
         """Every image's objects: {index: [object, ...]} for the images that have any."""
         with self._cv:
             return self._session.annotations()
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """The user-level state as plain data (what marimo shows as the element's value, see
+        `sam_widget.hosts.marimo_ui`): points, box, selected, scores and the current image's
+        objects without their masks (each with its area in pixels)."""
+        return {
+            "points": [list(p) for p in self.points],
+            "box": None if self.box is None else list(self.box),
+            "selected": int(self.selected),
+            "scores": [float(x) for x in self.scores],
+            "objects": [{k: v for k, v in o.items() if k != "mask"} for o in self.objects],
+            "index": int(self.index),
+            "status": self.status,
+        }
+
+    def apply_stroke(self, stroke: dict, target: int | None = None) -> SamWidget:
+        """Brush or erase at full resolution: ``stroke`` is ``{"mode": "add" | "erase",
+        "radius": r, "points": [[x, y], ...]}`` in image pixels (sam_widget.strokes).
+
+        ``target`` None edits the current mask (an undoable step; later prompts keep the edit,
+        "Add object" and the prompt log record it); an object id edits that kept object
+        (undoable). Returns once the masks reflect it."""
+        self._check_open()
+        self._wait()
+        self._stroke(stroke, target, client=None)
+        return self._wait()
+
+    def _stroke(self, stroke: Any, target: Any, client: str | None,
+                seq: str | None = None) -> None:
+        w, h = self._size
+        try:
+            clean = validate_stroke(stroke, w, h)
+        except ValueError as exc:
+            raise PromptError(str(exc)) from None
+        with self._cv:
+            img = self._session.current
+            if target is None:
+                img.paint(clean)
+                self._changed(client, seq=seq)
+            else:
+                img.paint_object(target, clean)
+                self._changed(client, seq=seq, objects=True)
 
     def add_point(self, x: float, y: float, label: int = 1) -> SamWidget:
         """Add a prompt point (image pixels); returns once the masks reflect it."""
@@ -450,12 +533,14 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         return self
 
     def segment_everything(
-        self, progress: Callable[[int, int], None] | None = None, **settings: Any
+        self, progress: Callable[[int, int], None] | None = None,
+        found: list[int] | None = None, **settings: Any
     ) -> list[dict]:
         """Run SAM's automatic mask generator (``sam_widget.automatic.MaskGenerator``, official
         settings as keywords) and add every mask as an object; returns the new objects.
 
-        ``progress(done, total)`` is called after each batch of point prompts."""
+        ``progress(done, total)`` is called after each batch of point prompts; ``found``, a
+        one-item list, holds the number of masks kept so far when it is called."""
         from .automatic import MaskGenerator
         from .predictor import Predictor
 
@@ -467,6 +552,14 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
                 "Create it with model='vit_b' (or another SAM variant) to segment everything."
             )
         gen = MaskGenerator(self._engine, **settings)
+        if found is not None:  # the masks kept so far, read by the progress callback
+            inner = progress
+
+            def progress(done: int, total: int) -> None:
+                found[0] = gen.found
+                if inner is not None:
+                    inner(done, total)
+
         records = gen.generate(self.image, progress=progress)
         with self._cv:
             label = self.label
@@ -497,6 +590,8 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
             return
         if not getattr(self, "_closed_done", False) and hasattr(self, "_session"):
             self._warn_unsaved("close")
+        if getattr(self, "_picture", None) is not None:
+            self._picture.cancel()
         with cv:
             self._closed = True
             cv.notify_all()
@@ -531,6 +626,16 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         if image and self._rgb is None:
             raise RuntimeError(f"SamWidget: {self._session.current.error}; w.next() or "
                                "w.goto(i) moves on")
+
+    def set_wire(self, mode: str) -> None:
+        """Send bytes as "binary" buffers or as "base64" strings (hosts without binary buffers;
+        the view asks for it when its start-up probe fails). Resends the bytes traits."""
+        if mode not in ("binary", "base64"):
+            raise PromptError(f"wire mode must be 'binary' or 'base64', got {quote(mode, 40)}")
+        if mode == self._wire:
+            return
+        self._wire = mode
+        self.send_state(["_wire", "_image", "_masks", "objects"])
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -625,8 +730,8 @@ class SamWidget(Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
         entry = self._session.current.current
         masks = [o["mask"] for o in self.objects if o.get("visible", True)]
         if entry.prediction is not None:
-            masks.append(entry.prediction.masks[min(entry.selected,
-                                                    len(entry.prediction.scores) - 1)])
+            masks.append(entry_masks(entry)[min(entry.selected,
+                                                len(entry.prediction.scores) - 1)])
         pts = [(p[0], p[1]) for p in entry.points]
         labels = [p[2] for p in entry.points]
         return render_png(self.image, masks=masks, points=pts, labels=labels, box=entry.box,

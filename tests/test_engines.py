@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sam_widget import weights
+from sam_widget import engines, weights
 from sam_widget.classic import ClassicPredictor
 from sam_widget.engines import EngineFallbackWarning, auto_choice, resolve_engine
 from sam_widget.predictor import Engine
@@ -47,6 +47,7 @@ def no_weights(tmp_path, monkeypatch):
     for variant, entry in list(weights.REGISTRY.items()):
         url = f"http://127.0.0.1:{port}/{entry.filename}"
         monkeypatch.setitem(weights.REGISTRY, variant, dataclasses.replace(entry, url=url))
+    monkeypatch.setattr(engines, "_warned", False)  # the fallback warning is said once a process
     return weights.REGISTRY[AUTO].url
 
 
@@ -86,6 +87,19 @@ def test_auto_without_weights_or_network_falls_back_to_classic_and_says_how_to_g
     assert no_weights in message  # where to download the weights from
     assert weights.ENV_DIR in message  # where to put them
     assert f"download('{AUTO}')" in message
+    # it points at the caller's code (a notebook: the user's cell), not at a library line
+    assert record[0].filename == __file__
+    # the widget shows it too, inside itself (Voila and `marimo run` hide warnings)
+    assert "weights-free classic engine" in engine.fallback_notice
+
+
+def test_the_fallback_warning_is_said_once(no_weights):
+    with pytest.warns(EngineFallbackWarning):
+        resolve_engine("auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine = resolve_engine("auto")  # no second warning...
+    assert engine.fallback_notice  # ...but every widget still gets its notice
 
 
 def test_the_default_model_is_auto(no_weights):
@@ -181,3 +195,21 @@ def test_the_environment_can_pin_what_auto_means(weights_server, monkeypatch):
     # an explicit model is not overridden
     with pytest.raises(weights.CheckpointError):
         resolve_engine("vit_b")
+
+
+def test_the_widget_shows_the_fallback_as_a_notice_and_warns_at_the_users_line(no_weights):
+    import numpy as np
+
+    from sam_widget.widget import SamWidget
+
+    with pytest.warns(EngineFallbackWarning) as record:
+        w = SamWidget(np.zeros((32, 48, 3), np.uint8))  # model="auto"
+    try:
+        assert record[0].filename == __file__  # this line, not a library file
+        assert "weights-free classic engine" in w.notice and no_weights in w.notice
+        w.wait()
+        assert "warning" not in w.message  # Voila and `marimo run` hide warnings
+        w._msg_callbacks(w, {"type": "dismiss", "client": "t", "seq": 1, "rev": w.prompt_rev}, [])
+        assert w.notice == ""
+    finally:
+        w.close()

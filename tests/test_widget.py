@@ -349,8 +349,9 @@ def test_everything_button_shows_progress_in_the_status_line(widget):
     frontend(widget, type="everything")
     widget._wait()
     assert any(re.search(r"segmenting everything… \d+/\d+ batches", m) for m in messages)
-    assert widget.status == "ready" and widget.message.startswith("ready")
-    assert len(widget.objects) > 0
+    assert any(re.search(r"\d+ masks found so far", m) for m in messages)
+    assert widget.status == "ready" and re.match(r"everything: \d+ masks added", widget.message)
+    assert len(widget.objects) > 0 and widget.everything_state == "ready"
 
 
 def test_set_image_resets_prompts_and_objects(widget):
