@@ -281,14 +281,10 @@ class MaskGenerator:
         )
         total = sum(-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layers)
         counter = [0, total, progress]
-        previous = self.predictor._state
-        try:
-            parts = [
-                self._process_crop(rgb, box, layer, orig_size, counter)
-                for box, layer in zip(crop_boxes, layers, strict=True)
-            ]
-        finally:
-            self.predictor._state = previous
+        parts = [  # each crop is encoded as a handle: the predictor's current image is untouched
+            self._process_crop(rgb, box, layer, orig_size, counter)
+            for box, layer in zip(crop_boxes, layers, strict=True)
+        ]
         data = _Masks.cat(parts)
         if len(crop_boxes) > 1 and len(data):
             cb = data.crop_boxes
@@ -306,8 +302,7 @@ class MaskGenerator:
         cropped = rgb[y0:y1, x0:x1]
         crop_h, crop_w = cropped.shape[:2]
         predictor = self.predictor
-        predictor.set_image(cropped)
-        state = predictor._current()
+        state = predictor.encode(cropped)
         in_h, in_w = state.input_size
         scale = np.array([in_w / crop_w, in_h / crop_h])
         points = self.point_grids[layer] * np.array([crop_w, crop_h])

@@ -177,11 +177,17 @@ class ClassicPredictor:
             raise RuntimeError("no image set: call set_image(image) first")
         return self._h.leaves
 
-    def set_image(self, image: Any) -> None:
-        """Build the region hierarchy for ``image`` (numpy, PIL image or path)."""
-        rgb = to_rgb(image)
+    def encode(self, image: Any) -> _Hierarchy:
+        """Build the region hierarchy for ``image`` (numpy, PIL image or path) without making
+        it the current image; returns its handle for ``predict(..., image=handle)``."""
+        return self._build(to_rgb(image))
+
+    def set_image(self, image: Any) -> _Hierarchy:
+        """Build the region hierarchy for ``image`` and make it the current image; returns its
+        handle. An interrupted call leaves no image set."""
         self._h = None
-        self._h = self._build(rgb)
+        self._h = self.encode(image)
+        return self._h
 
     def predict(
         self,
@@ -190,6 +196,7 @@ class ClassicPredictor:
         box: Sequence[float] | np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = True,
+        image: _Hierarchy | None = None,
     ) -> Prediction:
         """Masks for the prompts, fine to coarse.
 
@@ -199,12 +206,18 @@ class ClassicPredictor:
             box: (4,) x0, y0, x1, y1 in pixels, or (B, 4) for B boxes at once.
             mask_input: (1, 256, 256) or (256, 256) logits of an earlier prediction.
             multimask: three candidates (part, object, group) if True, else the best one.
+            image: a handle from `encode` / `set_image` (default: the current image).
 
         Returns:
             `Prediction` with scores (C,) (or (B, C) for B boxes), logits (C, 256, 256)
             (or (B, C, 256, 256)) and lazy masks (C, H, W) (or (B, C, H, W)).
         """
-        h = self._h
+        if image is not None and not isinstance(image, _Hierarchy):
+            raise ValueError(
+                "image= must be a handle returned by encode() or set_image(), "
+                f"got {type(image).__name__}"
+            )
+        h = self._h if image is None else image
         if h is None:
             raise RuntimeError("no image set: call set_image(image) before predict()")
         pts, lbl = _check_points(points, labels, h.image_shape)

@@ -76,7 +76,14 @@ class Engine(Protocol):
     @property
     def image_shape(self) -> Shape | None: ...
 
-    def set_image(self, image: Any) -> None: ...
+    def encode(self, image: Any) -> Any:
+        """Encode ``image`` (or take it from a cache) without making it the current image;
+        returns a handle for ``predict(..., image=handle)``."""
+        ...
+
+    def set_image(self, image: Any) -> Any:
+        """``encode`` and make it the current image; an interrupted call leaves none set."""
+        ...
 
     def predict(
         self,
@@ -85,7 +92,11 @@ class Engine(Protocol):
         box: Sequence[float] | np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = True,
-    ) -> Prediction: ...
+        image: Any = None,
+    ) -> Prediction:
+        """Masks for the prompts on ``image`` (a handle from ``encode``/``set_image``), by
+        default the current image."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,8 +593,14 @@ class _ImageState:
     embedding: torch.Tensor  # (1, C, h, w), in the encoder's dtype
     input_size: Shape  # (h, w) of the resized image inside the padded square
     original_size: Shape  # (H, W) of the image as given
+    owner: object = field(default=None, compare=False)  # token of the Predictor that made it
     context_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     context: list = field(default_factory=list, compare=False)  # [ _ImageContext ] once built
+
+    @property
+    def image_shape(self) -> Shape:
+        """(H, W) of the image as given."""
+        return self.original_size
 
 
 class Predictor:
@@ -600,7 +617,11 @@ class Predictor:
     embedding cache (least recently used embeddings are dropped first; 0 disables it).
 
     Thread safety: ``set_image`` may run in a background thread while another thread calls
-    ``predict``; a prediction uses the image that was completely set when it started.
+    ``predict``; a prediction uses the image that was completely set when it started. Several
+    users of one Predictor (two widgets, a widget and a notebook cell) each keep the handle that
+    ``encode``/``set_image`` returned and pass it as ``predict(..., image=handle)``: the
+    "current image" of ``set_image`` is then never consulted, so nobody answers from another's
+    image.
     """
 
     def __init__(
@@ -631,6 +652,7 @@ class Predictor:
         self.cache_misses = 0
         self._fast = _fast_path_ok(model)
         self._state: _ImageState | None = None
+        self._token = object()  # marks the handles this Predictor made (see `_current`)
         self._lock = threading.Lock()  # guards _state and the cache
         self._encode_lock = threading.Lock()  # one encoder run at a time
 
@@ -658,8 +680,9 @@ class Predictor:
 
     # ---- images ------------------------------------------------------------------------------
 
-    def set_image(self, image: Any) -> None:
-        """Encode ``image`` (numpy, PIL image or path; see ``sam_widget.images.to_rgb``).
+    def encode(self, image: Any) -> _ImageState:
+        """Encode ``image`` (numpy, PIL image or path; see ``sam_widget.images.to_rgb``) without
+        making it the current image; returns its handle for ``predict(..., image=handle)``.
 
         An image whose content was encoded before (and is still cached) is not encoded again.
         """
@@ -670,8 +693,7 @@ class Predictor:
             if state is not None:
                 self._cache.move_to_end(key)
                 self.cache_hits += 1
-                self._state = state
-                return
+                return state
         with self._encode_lock:
             with self._lock:  # another thread may have encoded it meanwhile
                 state = self._cache.get(key)
@@ -680,8 +702,24 @@ class Predictor:
                 with self._lock:
                     self.cache_misses += 1
                     self._remember(key, state)
+        return state
+
+    def set_image(self, image: Any) -> _ImageState:
+        """Encode ``image`` (see `encode`) and make it the current image; returns its handle.
+
+        If encoding fails or is interrupted (an exception, KeyboardInterrupt), no image is
+        current afterwards: ``predict`` then raises "no image set" rather than answering for
+        the image set before.
+        """
+        try:
+            state = self.encode(image)
+        except BaseException:
+            with self._lock:
+                self._state = None
+            raise
         with self._lock:
             self._state = state
+        return state
 
     def reset_image(self) -> None:
         """Forget the current image (cached embeddings stay cached)."""
@@ -736,9 +774,18 @@ class Predictor:
             embedding=embedding.contiguous(),
             input_size=tuple(resized.shape[:2]),
             original_size=tuple(rgb.shape[:2]),
+            owner=self._token,
         )
 
-    def _current(self) -> _ImageState:
+    def _current(self, image: _ImageState | None = None) -> _ImageState:
+        """The handle ``image`` (checked to be one of ours), else the current image."""
+        if image is not None:
+            if not isinstance(image, _ImageState) or image.owner is not self._token:
+                raise ValueError(
+                    "image= must be a handle returned by this Predictor's encode() or "
+                    f"set_image(), got {type(image).__name__}"
+                )
+            return image
         state = self._state
         if state is None:
             raise RuntimeError("no image set: call set_image(image) before predict()")
@@ -760,17 +807,19 @@ class Predictor:
         box: Sequence[float] | np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = True,
+        image: _ImageState | None = None,
     ) -> Prediction:
         """Masks for one prompt state (or B boxes at once).
 
         points: (N, 2) pixel (x, y) of the original image, or (B, N, 2) with B boxes;
         labels: (N,) or (B, N), 1 foreground / 0 background; box: (4,) x0, y0, x1, y1 in pixels,
         or (B, 4) for B objects at once; mask_input: (1, 256, 256) logits from an earlier
-        prediction (or (B, 1, 256, 256)). Returns a `Prediction` with scores (C,), logits
+        prediction (or (B, 1, 256, 256)); image: a handle from `encode`/`set_image` (default:
+        the current image). Returns a `Prediction` with scores (C,), logits
         (C, 256, 256), masks (C, H, W), C = 3 if ``multimask`` else 1; with B boxes each gains a
         leading B axis.
         """
-        state = self._current()
+        state = self._current(image)
         coords, point_labels, boxes, masks, batched = _check_prompts(
             points, labels, box, mask_input, self.image_size
         )

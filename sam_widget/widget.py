@@ -254,6 +254,7 @@ class SamWidget(anywidget.AnyWidget):
         self._hover_in_flight = 0
         self._image_gen = 0
         self._engine = None
+        self._handle: Any = None  # the engine's handle of the encoded image (see `_encode`)
         self._set_rgb(to_rgb(image))
         self.on_msg(self._on_frontend_msg)
         self.observe(self._on_selected, "selected")
@@ -850,7 +851,10 @@ class SamWidget(anywidget.AnyWidget):
         ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
         try:
-            self._engine.set_image(image)
+            # our own handle: another user of a shared engine (a second widget, a cell calling
+            # set_image) never changes which image this widget's prompts are decoded on
+            encode = getattr(self._engine, "encode", None)
+            handle = encode(image) if encode is not None else self._engine.set_image(image)
         except Exception as exc:
             done.set()
             self._fail(f"encoding the image failed: {type(exc).__name__}: {exc}")
@@ -862,6 +866,7 @@ class SamWidget(anywidget.AnyWidget):
             self._encode_seconds = time.perf_counter() - start
             if self._encode_image is not None:  # a newer image arrived meanwhile
                 return
+            self._handle = handle
             self._encoded = True
             self._write(status="ready", message=self._ready_message())
             self._cv.notify_all()
@@ -955,8 +960,9 @@ class SamWidget(anywidget.AnyWidget):
         pts = np.asarray([p[:2] for p in points], np.float32) if points else None
         labels = np.asarray([p[2] for p in points], np.int64) if points else None
         box_arr = None if box is None else np.asarray(box, np.float32)
+        handle = {} if self._handle is None else {"image": self._handle}
         return self._engine.predict(points=pts, labels=labels, box=box_arr,
-                                    mask_input=mask_input, multimask=multimask)
+                                    mask_input=mask_input, multimask=multimask, **handle)
 
     def _decode_hover(self) -> None:
         with self._cv:

@@ -259,3 +259,21 @@ def test_constructor_is_keyword_only_and_checks_its_arguments():
         ClassicPredictor(512)  # type: ignore[misc]
     with pytest.raises(ValueError, match="working_size"):
         ClassicPredictor(working_size=4)
+
+
+def test_classic_handles_answer_for_their_own_image():
+    from sam_widget.classic import ClassicPredictor
+
+    rng = np.random.default_rng(3)
+    first = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    first[10:40, 10:40] = (250, 20, 20)
+    second = np.ascontiguousarray(first[:, ::-1])
+    p = ClassicPredictor(working_size=64, n_segments=60)
+    handle = p.encode(first)
+    p.set_image(first)
+    alone = p.predict(points=[(20, 20)], labels=[1]).masks
+    p.set_image(second)
+    np.testing.assert_array_equal(p.predict(points=[(20, 20)], labels=[1], image=handle).masks,
+                                  alone)
+    with pytest.raises(ValueError, match="handle"):
+        p.predict(points=[(20, 20)], labels=[1], image=first)

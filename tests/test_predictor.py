@@ -368,3 +368,71 @@ def test_set_image_accepts_pil_images_and_paths(pair, image, tmp_path):
     ours.set_image(str(path))
     assert ours.cache_info["hits"] == hits + 2
     assert ours.image_shape == image.shape[:2]
+
+
+# ------------------------------------------------------------------ many users of one Predictor
+def test_handles_answer_for_their_own_image(model, image):
+    """Two users of one Predictor each keep the handle `encode` gave them: whatever image
+    another user set since, ``predict(image=handle)`` answers for the handle's image."""
+    p = Predictor(model, device="cpu")
+    other = np.ascontiguousarray(image[::-1, ::-1])
+    a = p.encode(image)
+    b = p.encode(other)
+    assert p.image_shape is None  # encode makes nothing current
+    p.set_image(image)
+    alone = p.predict(points=[(100, 80)], labels=[1])
+    p.set_image(other)  # "another cell" changes the current image
+    from_a = p.predict(points=[(100, 80)], labels=[1], image=a)
+    from_b = p.predict(points=[(100, 80)], labels=[1], image=b)
+    np.testing.assert_array_equal(from_a.logits, alone.logits)
+    assert not np.array_equal(from_b.logits, alone.logits)
+    assert p.cache_info["misses"] == 2  # set_image reused both encodings
+
+
+def test_handles_answer_from_two_threads(model, image):
+    p = Predictor(model, device="cpu")
+    images = [image, np.ascontiguousarray(image[::-1])]
+    handles = [p.encode(im) for im in images]
+    expected = [p.predict(points=[(60, 50)], labels=[1], image=h).logits for h in handles]
+    failures = []
+
+    def user(k: int) -> None:
+        for _ in range(10):
+            p.set_image(images[1 - k])  # the other user's image becomes "current"
+            got = p.predict(points=[(60, 50)], labels=[1], image=handles[k]).logits
+            if not np.array_equal(got, expected[k]):
+                failures.append(k)
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_a_handle_from_another_predictor_is_refused(model, image):
+    p, q = Predictor(model, device="cpu"), Predictor(model, device="cpu")
+    handle = q.encode(image)
+    with pytest.raises(ValueError, match="handle returned by this Predictor"):
+        p.predict(points=[(10, 10)], labels=[1], image=handle)
+    with pytest.raises(ValueError, match="handle"):
+        p.predict(points=[(10, 10)], labels=[1], image=image)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_set_image_leaves_no_image(model, image, monkeypatch, error):
+    p = Predictor(model, device="cpu")
+    p.set_image(image)
+
+    def broken(rgb):
+        raise error("interrupted")
+
+    monkeypatch.setattr(p, "_encode", broken)
+    with pytest.raises(error):
+        p.set_image(np.ascontiguousarray(image[::-1]))
+    assert p.image_shape is None
+    with pytest.raises(RuntimeError, match="no image set"):
+        p.predict(points=[(10, 10)], labels=[1])
+    p.set_image(image)  # a cached image is set again without the encoder
+    assert p.predict(points=[(10, 10)], labels=[1]).masks.shape == (3, *image.shape[:2])

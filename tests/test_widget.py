@@ -451,3 +451,31 @@ def test_engine_errors_land_in_status_without_losing_prompts(widget):
     assert widget.points == [[110, 100, 1], [30, 30, 1]]
     widget.add_point(60, 60)
     assert widget.status == "ready"
+
+
+# --------------------------------------------------------------- one Predictor, many widgets
+def test_two_widgets_sharing_a_predictor_answer_from_their_own_images(predictor):
+    """Alternate clicks on two widgets over one Predictor, and a cell that calls
+    ``predictor.set_image`` meanwhile: each widget's masks are those of its own image."""
+    first, second = scene(), np.ascontiguousarray(scene()[::-1, ::-1])
+    a = SamWidget(first, model=predictor)
+    b = SamWidget(second, model=predictor)
+    try:
+        expected = {}
+        for name, img in (("a", first), ("b", second)):
+            handle = predictor.encode(img)
+            expected[name] = predictor.predict(points=[(100, 90)], labels=[1],
+                                               image=handle).masks
+        assert not np.array_equal(expected["a"], expected["b"])
+        for _ in range(2):
+            a.add_point(100, 90)
+            predictor.set_image(second)  # another cell changes the predictor's current image
+            b.add_point(100, 90)
+            predictor.set_image(first)
+            np.testing.assert_array_equal(b.masks, expected["b"])
+            np.testing.assert_array_equal(a.masks, expected["a"])
+            a.undo()
+            b.undo()
+    finally:
+        a.close()
+        b.close()
