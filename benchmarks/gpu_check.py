@@ -9,7 +9,8 @@ modern GPU, offline (random weights, nothing downloaded). Prints a table and wri
 
 Ours is sam_widget; official is the reference implementation (segment-anything, MobileSAM,
 SAM 2.1), run in the same process on the same random weights and the same device. Rows, for
-each variant V of the table below (heaviest last, so a short time budget loses the least):
+the variants V of the table VARIANTS below (heaviest last, so a short time budget loses the
+least; `--list` prints them):
 
   check/V/float32   masks of a few clicks (3 candidates each), float32 on the device vs float32
                     on the CPU (our Predictor): pass when >= 99.9% of pixels agree
@@ -22,12 +23,16 @@ each variant V of the table below (heaviest last, so a short time budget loses t
                     vs the official predict of the same click
   everything/V      everything mode on a 32x32 grid, image encoding included, float32; agree is
                     the mean, over the official masks, of the best IoU with one of ours
-  encoder/V/P       one image encoded (resize, normalise, image encoder) in precision P, the
-                    official one under torch.autocast
+  encoder/V/P       one image encoded (resize, normalise, image encoder: Predictor._encode vs
+                    the official set_image) in precision P, the official one under autocast
 
 Speed rows give the median wall time after a warm-up (CUDA synchronised around each call),
 ours/official, and each implementation's peak GPU memory: its weights plus the most its call
-allocated on top of what was already allocated (measured on the warm-up call).
+allocated on top of what was already allocated (measured on the warm-up call). The JSON file
+is rewritten after each row, so a run stopped early keeps what it measured.
+
+`--smoke` shrinks the models (narrow, one block a stage), images and repeats and runs each
+model family's and encoder type's rows once (each variant's `smoke` kinds): what CI runs.
 
 Besides sam-widget and its dependencies (with a CUDA build of torch) it needs the official
 packages (`--requirements` prints them); where one is missing, or sam_widget lacks a model
@@ -49,6 +54,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
@@ -602,7 +608,10 @@ def header() -> str:
     return " ".join(h.ljust(w) if k in ("id", "status") else h.rjust(w) for k, h, w, _ in COLUMNS)
 
 
-def run_rows(rows: list[Row], ctx: Context, budget: float) -> list[dict[str, Any]]:
+def run_rows(
+    rows: list[Row], ctx: Context, budget: float, save: Callable[[list[dict]], None]
+) -> list[dict[str, Any]]:
+    """Run the rows in order, printing each result as it comes and ``save``-ing all so far."""
     last_use = {row.variant: i for i, row in enumerate(rows)}
     start = time.perf_counter()
     results = []
@@ -624,12 +633,11 @@ def run_rows(rows: list[Row], ctx: Context, budget: float) -> list[dict[str, Any
             except Exception as e:  # keep going: one broken row must not cost the GPU window
                 result["status"] = "error"
                 result["note"] = f"{type(e).__name__}: {e}"
-                import traceback
-
                 traceback.print_exc()
             result["seconds"] = time.perf_counter() - t0
         results.append(result)
         print(format_row(result), flush=True)
+        save(results)
         if last_use[row.variant] == i:
             ctx.models.drop(row.variant)
     return results
@@ -719,12 +727,17 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in ("segment-anything", "mobilesam-lite", "sam2") if not env["packages"][n]]
     if missing:
         print(f"(not installed: {', '.join(missing)}; their rows will say 'not available')")
-    start = time.perf_counter()
-    results = run_rows(rows, ctx, args.budget)
-    env["seconds"] = time.perf_counter() - start
     env["smoke"] = args.smoke
     env["command"] = " ".join(["python", "benchmarks/gpu_check.py", *(argv or sys.argv[1:])])
-    Path(args.json).write_text(json.dumps({"environment": env, "rows": results}, indent=1) + "\n")
+    start = time.perf_counter()
+
+    def save(results: list[dict[str, Any]]) -> None:
+        env["seconds"] = time.perf_counter() - start
+        text = json.dumps({"environment": env, "rows": results}, indent=1) + "\n"
+        Path(args.json).write_text(text)
+
+    results = run_rows(rows, ctx, args.budget, save)
+    save(results)
     bad = [r["id"] for r in results if r["status"] in ("FAIL", "error")]
     print(f"{len(results)} rows in {env['seconds']:.0f} s, written to {args.json}")
     if bad:
