@@ -41,7 +41,7 @@ QUICKSTART_CELLS: list[tuple[str, str]] = [
         "from matplotlib import cbook\n"
         "\n"
         'photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # a sample photo\n'
-        'w = sw.SamWidget(photo)  # SAM vit_b if its weights are here, else "classic"\n'
+        'w = sw.SamWidget(photo)  # SAM 2.1 or SAM if weights are at hand, else "classic"\n'
         "w",
     ),
     (
@@ -276,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--model",
         default="auto",
-        help="auto (SAM vit_b if its weights are available, else classic), vit_b, vit_l, vit_h, "
-        "mobile_sam or classic (default: auto)",
+        help="auto (cached SAM 2.1, else cached SAM, else SAM 2.1 small/large downloaded, else "
+        "classic), vit_b, vit_l, vit_h, mobile_sam, sam2.1_hiera_tiny, sam2.1_hiera_small, "
+        "sam2.1_hiera_base_plus, sam2.1_hiera_large or classic (default: auto)",
     )
     seg.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
     seg.add_argument(

@@ -1,10 +1,14 @@
-"""Official SAM / MobileSAM checkpoints: where they come from, where they live, how they load.
+"""Official SAM / MobileSAM / SAM 2.1 checkpoints: where they come from, where they live, how
+they load.
 
 This module is the only place that touches checkpoint files. It knows each official file's URL,
 byte size and checksums (``REGISTRY``), finds a copy on disk without touching the network
 (``find_checkpoint``), downloads one safely (``download``: temporary file beside the target,
 size + SHA-256 + MD5-prefix check, atomic rename), and loads it into our own ``Sam`` modules
-(``load_model``) with ``torch.load(..., map_location="cpu", weights_only=True)``.
+(``load_model``) with ``torch.load(..., map_location="cpu", weights_only=True)``. A SAM 2.1
+file is the official ``{"model": state_dict}``; its video-only entries
+(``sam_widget.models.sam2.VIDEO_ONLY_KEYS``) are the only ones set aside, everything else loads
+strictly.
 
 Safety: a ``.pth`` file is a pickle, and a pickle can run code. Before torch sees a file we walk
 its pickle opcodes (``scan_pickle``) and refuse anything that imports more than the handful of
@@ -63,7 +67,7 @@ class CheckpointError(RuntimeError):
 class Checkpoint:
     """One downloadable checkpoint file."""
 
-    variant: str  # "vit_b" | "vit_l" | "vit_h" | "mobile_sam"
+    variant: str  # "vit_b" | "vit_l" | "vit_h" | "mobile_sam" | "sam2.1_hiera_*"
     filename: str  # the file's name on disk (the official name)
     url: str  # where to download it
     size: int | None  # exact byte size, None where no public source establishes it
@@ -124,10 +128,35 @@ REGISTRY: dict[str, Checkpoint] = {
         homepage="https://github.com/ChaoningZhang/MobileSAM",
     ),
 }
+# SAM 2.1 (facebookresearch/sam2 README "Download Checkpoints", checkpoints/download_ckpts.sh:
+# the 092824 release). Meta publishes no checksum for these files, and no public source we
+# found pins their exact byte sizes (only rounded MB figures), so size and SHA-256 are None:
+# a download is checked for being a complete, plain torch archive (``_scan_file``) and the
+# loaded state dict for having exactly the model's keys and shapes (``load_model``).
+_FAIR_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+for _name in ("tiny", "small", "base_plus", "large"):
+    _variant = f"sam2.1_hiera_{_name}"
+    REGISTRY[_variant] = Checkpoint(
+        variant=_variant,
+        filename=f"{_variant}.pt",
+        url=f"{_FAIR_SAM2}{_variant}.pt",
+        size=None,
+        sha256=None,
+        homepage="https://github.com/facebookresearch/sam2#download-checkpoints",
+    )
+del _name, _variant
 VARIANTS = tuple(REGISTRY)
+SAM2_VARIANTS = tuple(v for v in VARIANTS if v.startswith("sam2."))
 
 # ViT image encoders by (number of blocks, embedding width); see segment_anything/build_sam.py.
 _VIT_SHAPES = {(12, 768): "vit_b", (24, 1024): "vit_l", (32, 1280): "vit_h"}
+# Hiera trunks by (number of blocks, stage-1 width); see sam2's configs/sam2.1/*.yaml.
+_HIERA_SHAPES = {
+    (12, 96): "sam2.1_hiera_tiny",
+    (16, 96): "sam2.1_hiera_small",
+    (24, 112): "sam2.1_hiera_base_plus",
+    (48, 144): "sam2.1_hiera_large",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,6 +575,10 @@ def describe_state_dict(state: Mapping[str, Any]) -> str:
     keys = list(state)
     if any(k.startswith("image_encoder.layers.") for k in keys):
         return "a TinyViT image encoder (image_encoder.layers.*)"
+    hiera = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if hiera is not None and hasattr(hiera, "shape"):
+        blocks = _count_blocks(keys, "image_encoder.trunk.blocks.")
+        return f"a Hiera trunk of {blocks} blocks, stage-1 width {int(hiera.shape[0])}"
     proj = state.get("image_encoder.patch_embed.proj.weight")
     if proj is not None and hasattr(proj, "shape"):
         blocks = _count_blocks(keys, "image_encoder.blocks.")
@@ -566,6 +599,10 @@ def identify_state_dict(state: Mapping[str, Any]) -> str | None:
         k.startswith("mask_decoder.") for k in keys
     ):
         return "mobile_sam"
+    hiera = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if hiera is not None and hasattr(hiera, "shape"):
+        blocks = _count_blocks(keys, "image_encoder.trunk.blocks.")
+        return _HIERA_SHAPES.get((blocks, int(hiera.shape[0])))
     proj = state.get("image_encoder.patch_embed.proj.weight")
     if proj is None or not hasattr(proj, "shape"):
         return None
@@ -576,6 +613,9 @@ def _expected_description(variant: str) -> str:
     for (blocks, width), name in _VIT_SHAPES.items():
         if name == variant:
             return f"{blocks} blocks of width {width}"
+    for (blocks, width), name in _HIERA_SHAPES.items():
+        if name == variant:
+            return f"a Hiera trunk of {blocks} blocks, stage-1 width {width}"
     return "a TinyViT image encoder" if variant == "mobile_sam" else variant
 
 
@@ -611,9 +651,10 @@ def load_model(
     """Build ``variant`` (``sam_widget.models.build_sam``) and load official weights into it.
 
     Args:
-        variant: "vit_b", "vit_l", "vit_h" or "mobile_sam", or a model config accepted by
-            ``build_sam`` (its ``variant`` name picks the registry entry when no
-            ``checkpoint`` is given).
+        variant: "vit_b", "vit_l", "vit_h", "mobile_sam", "sam2.1_hiera_tiny",
+            "sam2.1_hiera_small", "sam2.1_hiera_base_plus" or "sam2.1_hiera_large", or a model
+            config accepted by ``build_sam`` (its ``variant`` name picks the registry entry
+            when no ``checkpoint`` is given).
         checkpoint: a path to a checkpoint file; when None the file is found with
             ``find_checkpoint`` or downloaded (``download``).
         device: where to put the model ("cpu", "cuda", a torch.device); default: CUDA, then
@@ -643,6 +684,18 @@ def load_model(
         raise CheckpointError(f"checkpoint not found: {path}.{hint}")
 
     state = load_state_dict(path)
+    from sam_widget.models import build_sam
+    from sam_widget.models.sam2 import Sam2, is_video_only_key
+
+    model = build_sam(variant)
+    ignored: list[str] = []
+    if isinstance(model, Sam2):
+        # the official SAM 2.1 file: {"model": state_dict}; set aside the video-only entries
+        inner = state.get("model")
+        if isinstance(inner, Mapping) and len(state) == 1:
+            state = dict(inner)
+        ignored = sorted(k for k in state if is_video_only_key(k))
+        state = {k: v for k, v in state.items() if not is_video_only_key(k)}
     found = identify_state_dict(state)
     if name in REGISTRY and found is not None and found != name:
         raise CheckpointError(
@@ -652,9 +705,6 @@ def load_model(
             f"use the {name} file ({REGISTRY[name].filename})."
         )
 
-    from sam_widget.models import build_sam
-
-    model = build_sam(variant)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -677,6 +727,7 @@ def load_model(
             f"{_short_list(mismatched)}"
         )
     model.load_state_dict(state, strict=True)
+    model.ignored_checkpoint_keys = ignored  # for the curious: what the video model had more
     if device is None:
         device = _default_device()
     return model.to(torch.device(device)).eval()

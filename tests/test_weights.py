@@ -175,8 +175,15 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_registry_names_the_official_files_and_pins_checksums():
-    assert set(weights.REGISTRY) == {"vit_b", "vit_l", "vit_h", "mobile_sam"}
-    for variant, entry in weights.REGISTRY.items():
+    sam1 = {"vit_b", "vit_l", "vit_h", "mobile_sam"}
+    sam2 = {f"sam2.1_hiera_{s}" for s in ("tiny", "small", "base_plus", "large")}
+    assert set(weights.REGISTRY) == sam1 | sam2
+    for variant in sam2:  # Meta publishes no digest for these (see weights.py)
+        entry = weights.REGISTRY[variant]
+        assert entry.filename == f"{variant}.pt" and entry.sha256 is None
+        assert entry.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{variant}.pt"
+    for variant in sam1:
+        entry = weights.REGISTRY[variant]
         assert entry.variant == variant
         assert entry.url.endswith("/" + entry.filename)
         assert entry.url.startswith("https://")

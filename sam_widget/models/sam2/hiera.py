@@ -7,7 +7,16 @@ windows (zero-padded at the map's edge), a few over the whole map. The position 
 a learned background map resized (bicubic) to the token map plus a learned window-sized
 pattern tiled over it. ``forward`` returns each stage's output, channels-first.
 
-Parameter names equal the official checkpoints' (``image_encoder.trunk.*``).
+Parameter names equal the official checkpoints' (``image_encoder.trunk.*``), and the
+arithmetic is the official one, arranged to do less work:
+
+* the query/key/value projection runs on the token map before it is cut into windows: the
+  official code pads the normalised tokens with zeros, whose projection is exactly the bias,
+  so the projected map is padded with the bias instead and no matmul runs on padding (the
+  64x64 map in 14-wide windows is 70x70 padded, 20% more tokens; 32 in 7-wide windows, 35);
+* the output projection runs after the windows are put back and their padding cropped;
+* query pooling is a max over a channel-last view, not a permute-pool-permute;
+* the resized position embedding is computed once per input size, not on every forward.
 """
 
 from __future__ import annotations
@@ -46,11 +55,17 @@ def window_unpartition(
 
 def pool_2x2(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     """Max pool of a channel-last (N, H, W, C) map with kernel = stride (no padding, rows and
-    columns that do not fill a last window are dropped, like ``nn.MaxPool2d``)."""
+    columns that do not fill a last window are dropped, like ``nn.MaxPool2d``): elementwise
+    maxima of the strided sub-grids (exact, as a max is)."""
     n, h, w, c = x.shape
     sh, sw = stride
     x = x[:, : h - h % sh, : w - w % sw]
-    return x.reshape(n, h // sh, sh, w // sw, sw, c).amax(dim=(2, 4))
+    out = None
+    for i in range(sh):
+        for j in range(sw):
+            part = x[:, i::sh, j::sw]
+            out = part if out is None else torch.maximum(out, part)
+    return out
 
 
 class PatchEmbed(nn.Module):
@@ -66,7 +81,8 @@ class PatchEmbed(nn.Module):
 
 class MultiScaleAttention(nn.Module):
     """Multi-head self-attention on (N, H, W, dim) -> (N, H', W', dim_out); with ``q_stride``
-    the queries are max-pooled first, so the output is the pooled size."""
+    the queries are max-pooled first, so the output is the pooled size. ``MultiScaleBlock``
+    calls ``attend`` on already projected windows instead of ``forward``."""
 
     def __init__(
         self, *, dim: int, dim_out: int, num_heads: int, q_stride: tuple[int, int] | None
@@ -79,9 +95,14 @@ class MultiScaleAttention(nn.Module):
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, h, w, _ = x.shape
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Projected (N, H, W, 3 * dim_out) -> attention output (N, H', W', dim_out), before
+        the output projection."""
+        n, h, w, _ = qkv.shape
         heads = self.num_heads
-        qkv = self.qkv(x).view(n, h * w, 3, heads, -1)  # (N, HW, 3, heads, d)
+        qkv = qkv.view(n, h * w, 3, heads, -1)  # (N, HW, 3, heads, d)
         q, k, v = qkv.unbind(2)  # each (N, HW, heads, d)
         if self.q_stride is not None:
             q = pool_2x2(q.reshape(n, h, w, -1), self.q_stride)  # (N, H', W', heads * d)
@@ -90,8 +111,21 @@ class MultiScaleAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         )  # (N, heads, H'W', d)
-        out = out.transpose(1, 2).reshape(n, h, w, self.dim_out)
-        return self.proj(out)
+        return out.transpose(1, 2).reshape(n, h, w, self.dim_out)
+
+
+def pad_to_windows(x: torch.Tensor, window: int, fill: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, Hp, Wp, C), H and W rounded up to multiples of ``window``, the new
+    tokens set to ``fill`` (C,)."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = -h % window, -w % window
+    if not (pad_h or pad_w):
+        return x
+    out = x.new_empty(b, h + pad_h, w + pad_w, c)
+    out[:, :h, :w] = x
+    out[:, h:] = fill
+    out[:, :h, w:] = fill
+    return out
 
 
 class MultiScaleBlock(nn.Module):
@@ -139,16 +173,29 @@ class MultiScaleBlock(nn.Module):
             shortcut = self.proj(x)
             if self.q_stride is not None:
                 shortcut = pool_2x2(shortcut, self.q_stride)  # (B, H', W', dim_out)
+        attn = self.attn
         window = self.window_size
-        if window > 0:
-            x, _ = window_partition(x, window)  # (B * nW, window, window, dim)
-        x = self.attn(x)
+        padding = window > 0 and (x.shape[1] % window or x.shape[2] % window)
+        if padding:
+            # zero-padded normalised tokens project to the bias: project the map, then pad it
+            # with the bias, and no matmul runs on padding
+            qkv = pad_to_windows(attn.qkv(x), window, attn.qkv.bias)
+            qkv, _ = window_partition(qkv, window)  # (B * nW, window, window, 3 * dim_out)
+        elif window > 0:  # whole windows: cut the narrower input, as the official code does
+            qkv = attn.qkv(window_partition(x, window)[0])
+        else:
+            qkv = attn.qkv(x)
+        x = attn.attend(qkv)
+        if not padding:
+            x = attn.proj(x)
         if window > 0:
             if self.q_stride is not None:
                 window //= self.q_stride[0]
             h, w = shortcut.shape[1:3]
             padded = (h + -h % window, w + -w % window)
             x = window_unpartition(x, window, padded, (h, w))
+        if padding:
+            x = attn.proj(x)  # after cropping the padding
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 
@@ -225,7 +272,7 @@ class Hiera(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, S, S) -> [stage 1 (B, C, S/4, S/4), ..., stage 4 (B, 8C, S/32, S/32)]."""
         x = self.patch_embed(x)  # (B, S/4, S/4, C)
-        x = x + self.get_pos_embed(tuple(x.shape[1:3]))
+        x = (x + self.get_pos_embed(tuple(x.shape[1:3]))).contiguous()
         outputs = []
         for i, block in enumerate(self.blocks):
             x = block(x)
