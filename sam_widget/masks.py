@@ -160,8 +160,6 @@ def logits_to_masks(
     return masks.reshape(*lead, height, width)
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Small holes and sprinkles (SAM 2's max_hole_area / max_sprinkle_area)
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ official predictor skips hole/sprinkle filling on this machine with a warning.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from sam_widget.models import build_sam

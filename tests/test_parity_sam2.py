@@ -3,11 +3,12 @@
 Random weights with every constant-initialised tensor redrawn go into the official model and
 ours. Compared: each trunk stage, the neck's levels, the image embedding and both high-res
 features (max |diff| <= 1e-5 of the reference's spread); the predictor's low-res logits
-(<= 1e-4 of their spread), IoUs and masks (all pixels equal) for every kind of prompt, fed-back
-mask input, batched boxes and both branches of the single-mask stability fallback; the
-everything mode against ``SAM2AutomaticMaskGenerator``; the state-dict layout of all four
-official configurations; loading an official-format checkpoint; and the CPU hole/sprinkle
-clean-up against a direct implementation of its definition.
+(<= 1e-4 of their spread), IoUs and masks (equal on every pixel but where the official logit
+lies within that tolerance of the threshold) for every kind of prompt, fed-back mask input,
+batched boxes and both branches of the single-mask stability fallback; the everything mode
+against ``SAM2AutomaticMaskGenerator``; the state-dict layout of all four official configs;
+loading an official-format checkpoint; and the CPU hole/sprinkle clean-up against a direct
+implementation of its definition.
 
 hiera_tiny runs at full depth; small, base_plus and large at full width with one block per
 stage plus a global-attention block in stage 3 (``reduced``), so every width's windowed,
@@ -169,7 +170,9 @@ PROMPTS = {
     "fg+bg points": dict(points=[[120.0, 70.0], [30.5, 100.25], [200.0, 140.0]], labels=[1, 0, 0]),
     "box": dict(box=[20.0, 10.0, 180.0, 140.0]),
     "box+points": dict(box=[20.0, 10.0, 180.0, 140.0], points=[[150.0, 40.0]], labels=[0]),
-    "batched boxes": dict(box=[[20.0, 10.0, 180.0, 140.0], [0.0, 0.0, 60.0, 50.0], [90, 30, 209, 149]]),
+    "batched boxes": dict(
+        box=[[20.0, 10.0, 180.0, 140.0], [0.0, 0.0, 60.0, 50.0], [90.0, 30.0, 209.0, 149.0]]
+    ),
 }
 
 
@@ -180,18 +183,25 @@ def _official_predict(ref, multimask, points=None, labels=None, box=None, mask_i
         box=None if box is None else np.asarray(box, np.float32),
         mask_input=mask_input,
         multimask_output=multimask,
+        return_logits=True,  # full-size logits: masks are these > 0
     )
 
 
 def _assert_same(pred, ref_out, label):
-    masks, scores, logits = ref_out
+    """Logits and IoUs within tolerance; masks equal on every pixel whose official full-size
+    logit is farther from the threshold than the logits' tolerance (1e-4 of their spread): at
+    the odd pixel within that band, two float32 computations that both pass may disagree
+    (seen: 1 pixel of 94,500, its logit 1e-5 of the spread from 0)."""
+    full, scores, logits = ref_out
     assert pred.logits.shape == logits.shape, label
     err = float(np.abs(pred.logits - logits).max() / logits.std())
-    print(f"{label}: logits max|diff|/std = {err:.2e}")
     assert err <= LOGITS_TOL, label
     assert np.abs(pred.scores - scores).max() <= IOU_TOL, label
-    assert pred.masks.shape == masks.shape, label
-    assert np.array_equal(pred.masks, masks.astype(bool)), label
+    assert pred.masks.shape == full.shape, label
+    differ = pred.masks != (full > 0)
+    print(f"{label}: logits max|diff|/std = {err:.2e}, masks differ on {differ.sum()} pixels")
+    assert (np.abs(full[differ]) <= LOGITS_TOL * full.std()).all(), label
+    assert differ.mean() <= 1e-4, label
 
 
 @pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single"])
@@ -222,8 +232,12 @@ def test_single_mask_stability_fallback_both_branches(predictors, branch):
     """Token 0's single mask when it is stable, else the best multimask candidate: its
     hypernetwork's output is scaled (in both models) so each branch is taken for sure."""
     ref, ours = predictors
-    scale = 1e3 if branch == "stable" else 1e-3
-    layers = [m.sam_mask_decoder.output_hypernetworks_mlps[0].layers[-1] for m in (ref.model, ours.model)]
+    # the test models' logits (std ~5) are mostly stable already; x2 makes it certain, and
+    # x1e-3 puts most pixels of token 0's mask within the +-0.05 band
+    scale = 2.0 if branch == "stable" else 1e-3
+    layers = [
+        m.sam_mask_decoder.output_hypernetworks_mlps[0].layers[-1] for m in (ref.model, ours.model)
+    ]
     saved = [(layer.weight.clone(), layer.bias.clone()) for layer in layers]
     with torch.no_grad():
         for layer in layers:

@@ -44,7 +44,7 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """``num_layers`` Linear layers with an activation between: (..., input_dim) -> (..., output_dim).
+    """``num_layers`` Linear layers, an activation between: (..., input_dim) -> (..., output_dim).
 
     ``activation``: ReLU in the decoder heads and SAM 2's two-way transformer, GELU in SAM 2's
     Hiera blocks; ``sigmoid_output`` squashes the result (SAM 2's IoU head).

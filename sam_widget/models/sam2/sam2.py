@@ -127,7 +127,9 @@ class Sam2(nn.Module):
         embedding = features[-1] + self.no_mem_embed.view(1, -1, 1, 1)
         return embedding, high_res
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(  # type: ignore[override]
+        self, state_dict, strict: bool = True, assign: bool = False
+    ):
         """Loads our own state dicts, and the official ones minus ``VIDEO_ONLY_KEYS``."""
         state = {k: v for k, v in state_dict.items() if not is_video_only_key(k)}
         return super().load_state_dict(state, strict=strict, assign=assign)
