@@ -376,7 +376,10 @@ class MaskGenerator:
         """IoU filter on the low-res output, then full-size logits only for the survivors."""
         if self.pred_iou_thresh > 0.0:
             keep = iou > self.pred_iou_thresh
-            low_res, iou, points = low_res[keep], iou[keep], points[keep.numpy()]
+            low_res, iou, points = low_res[keep], iou[keep], points[keep.cpu().numpy()]
+        # the upscaling and thresholds run on the model's device; what is kept (scores, boxes,
+        # cropped masks) lives on the CPU, where NMS and the records are made
+        iou = iou.cpu()
         threshold = self.predictor.mask_threshold
         offset = self.stability_score_offset
         if self.sam2 and self.min_mask_region_area > 0:  # SAM 2: holes and specks, low-res
@@ -391,7 +394,7 @@ class MaskGenerator:
             )
             inter = (logits > threshold + offset).sum(dim=(1, 2))
             union = (logits > threshold - offset).sum(dim=(1, 2))
-            stability = inter.float() / union.float()
+            stability = (inter.float() / union.float()).cpu()
             masks = logits > threshold
             del logits
             for j in range(len(masks)):
@@ -399,14 +402,14 @@ class MaskGenerator:
                     stability[j] >= self.stability_score_thresh
                 ):
                     continue
-                box = masks_to_boxes(masks[j : j + 1])[0]
+                box = masks_to_boxes(masks[j : j + 1])[0].cpu()
                 if _near_crop_edge(box, crop_box, orig_size):
                     continue
                 bx0, by0, bx1, by1 = box.tolist()
                 kept.append(start + j)
                 stabilities.append(stability[j])
                 boxes.append(box)
-                patches.append(masks[j, by0 : by1 + 1, bx0 : bx1 + 1].numpy().copy())
+                patches.append(masks[j, by0 : by1 + 1, bx0 : bx1 + 1].cpu().numpy().copy())
         if not kept:
             return _Masks.empty()
         idx = torch.as_tensor(kept)

@@ -30,7 +30,10 @@ OFFICIAL_CONFIG_FILES = {
 
 
 def _size(config: Sam2Config) -> str:
-    """The registered variant whose width this config has (the official yaml to start from)."""
+    """The official yaml to start from: the config's own variant when it is registered (a
+    reduced copy of it), else the registered variant whose width this config has."""
+    if config.variant in CONFIGS:
+        return config.variant
     for name, registered in CONFIGS.items():
         t, r = config.trunk, registered.trunk
         if (t.embed_dim, t.num_heads, t.window_spec) == (r.embed_dim, r.num_heads, r.window_spec):
@@ -48,12 +51,20 @@ def official_sam2(config: str | Sam2Config) -> nn.Module:
     config = CONFIGS[config] if isinstance(config, str) else config
     base = _size(config)
     overrides = []
-    if config.trunk != CONFIGS[base].trunk:
-        stages = ",".join(map(str, config.trunk.stages))
-        blocks = ",".join(map(str, config.trunk.global_att_blocks))
+    trunk, registered = config.trunk, CONFIGS[base].trunk
+    if trunk != registered:
+        stages = ",".join(map(str, trunk.stages))
+        blocks = ",".join(map(str, trunk.global_att_blocks))
         overrides += [
             f"++model.image_encoder.trunk.stages=[{stages}]",
             f"++model.image_encoder.trunk.global_att_blocks=[{blocks}]",
+        ]
+    if (trunk.embed_dim, trunk.num_heads) != (registered.embed_dim, registered.num_heads):
+        channels = ",".join(map(str, trunk.channel_list))  # a narrower trunk, and its neck
+        overrides += [
+            f"++model.image_encoder.trunk.embed_dim={trunk.embed_dim}",
+            f"++model.image_encoder.trunk.num_heads={trunk.num_heads}",
+            f"++model.image_encoder.neck.backbone_channel_list=[{channels}]",
         ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
