@@ -53,6 +53,47 @@ QUICKSTART_CELLS: list[tuple[str, str]] = [
         "`w.to_coco()`.",
     ),
     ("code", "w.status, w.points, w.scores"),
+    (
+        "markdown",
+        "## A folder of images\n"
+        "\n"
+        "`sw.SamWidget(folder_or_list, labels=[...])` annotates a whole collection: **◀ / ▶**"
+        " (or the keys `p` / `n`, PageUp / PageDown) move between images, the position box "
+        "jumps (type a number, Enter), the label picker (or shift+1…9) chooses the label the "
+        "next **Add object** gets. Each image keeps its own objects and prompts; the next "
+        "image is encoded in the background while you work, so moving on needs no wait. Here:"
+        " the three sample pictures that ship with matplotlib.",
+    ),
+    (
+        "code",
+        "from pathlib import Path\n"
+        "\n"
+        "samples = Path(photo).parent\n"
+        "photos = sw.Dataset([samples / name for name in\n"
+        "                     (\"grace_hopper.jpg\", \"Minduka_Present_Blue_Pack.png\", "
+        "\"logo2.png\")])\n"
+        "ws = sw.SamWidget(photos, labels=[\"person\", \"thing\"])\n"
+        "ws",
+    ),
+    (
+        "markdown",
+        "Everything is in Python: `ws.index`, `ws.next()`, `ws.goto(2)`, `ws.annotations` "
+        "(every image's objects, each with its `\"label\"`), `ws.to_coco()` (the whole "
+        "dataset). `ws.save(folder)` writes COCO json, YOLO-seg (`labels/*.txt`, "
+        "`data.yaml`), label PNGs and the prompt log; `sw.SamWidget(photos, "
+        "annotations=folder)` picks up where you left off.",
+    ),
+    (
+        "code",
+        "ws.add_point(270, 180)            # the same as a click, from code\n"
+        "ws.commit(label=\"person\")\n"
+        "ws.next()\n"
+        "import tempfile\n"
+        "\n"
+        "out = ws.save(Path(tempfile.mkdtemp()) / \"annotations\")\n"
+        "resumed = sw.SamWidget(photos, annotations=out)\n"
+        "{i: [o[\"label\"] for o in objs] for i, objs in resumed.annotations.items()}",
+    ),
 ]
 
 
