@@ -3,8 +3,8 @@
 #   make test   every test: frontend unit tests (vitest), then pytest (unit, parity, browser, notebooks)
 #
 # The demo environment uses the CPU build of torch; the test environment also needs torchvision,
-# because the official segment-anything and MobileSAM packages we prove parity against import it
-# (sam-widget itself never does).
+# because the official segment-anything, MobileSAM and sam2 packages we prove parity against
+# import it (sam-widget itself never does, nor hydra, which sam2 needs).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -38,6 +38,10 @@ $(TEST_VENV)/.installed: pyproject.toml package.json $(CHROMIUM)
 	$(TEST_VENV)/bin/pip install -q --upgrade pip
 	$(TEST_VENV)/bin/pip install -q $(TORCH_TEST)
 	$(TEST_VENV)/bin/pip install -q -e ".[test]"
+	# the official SAM 2.1 our parity tests compare with; built against the torch above (a
+	# plain install would pull another torch) and without its CUDA extension
+	$(TEST_VENV)/bin/pip install -q setuptools
+	SAM2_BUILD_CUDA=0 $(TEST_VENV)/bin/pip install -q --no-build-isolation sam2==1.1.0
 	touch $@
 
 node_modules/.installed: package.json

@@ -19,14 +19,18 @@ import torch
 
 from sam_widget.automatic import MaskGenerator
 
+# Random weights predict IoUs near 0 and stability scores near 0.1: thresholds that keep some
+# masks, so the whole pipeline runs (the official defaults are 0.88 and 0.95)
+RANDOM_WEIGHT_THRESHOLDS = {"pred_iou_thresh": 0.05, "stability_score_thresh": 0.1}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="vit_b")
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
-    parser.add_argument("--pred-iou-thresh", type=float, default=0.05)
-    parser.add_argument("--stability-score-thresh", type=float, default=0.1)
+    for name, value in RANDOM_WEIGHT_THRESHOLDS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=value)
     args = parser.parse_args()
 
     from segment_anything import SamAutomaticMaskGenerator, sam_model_registry

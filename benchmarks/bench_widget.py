@@ -42,6 +42,16 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def prompt_to_mask_bytes(w, x: float, y: float, seq: int) -> tuple[float, int]:
+    """Seconds from a one-click prompt message reaching the widget's kernel side to its mask
+    bytes being set for the comm, and the size of those bytes. ``seq`` must grow per call."""
+    t0 = time.perf_counter()
+    w._msg_callbacks(w, {"type": "prompt", "client": "bench", "seq": seq,
+                         "points": [[int(x), int(y), 1]], "box": None}, [])
+    w.wait()
+    return time.perf_counter() - t0, len(w._masks)
+
+
 def kernel_vs_official(repeats: int) -> None:
     from segment_anything import SamPredictor, sam_model_registry
 
@@ -64,12 +74,9 @@ def kernel_vs_official(repeats: int) -> None:
 
     ours_s, ref_s, sizes = [], [], []
     for i, (x, y) in enumerate(prompts):
-        t0 = time.perf_counter()
-        w._msg_callbacks(w, {"type": "prompt", "client": "bench", "seq": i + 1,
-                             "points": [[int(x), int(y), 1]], "box": None}, [])
-        w.wait()
-        ours_s.append(time.perf_counter() - t0)
-        sizes.append(len(w._masks))
+        seconds, size = prompt_to_mask_bytes(w, x, y, seq=i + 1)
+        ours_s.append(seconds)
+        sizes.append(size)
         t0 = time.perf_counter()
         ref.predict(point_coords=np.array([[x, y]], np.float32), point_labels=np.array([1]),
                     multimask_output=True)
@@ -212,6 +219,8 @@ def breakdown(nb, clicks: int) -> None:
                 .map(e => performance.timeOrigin + e.startTime),
             received: performance.getEntriesByName('sam:masks-received')
                 .map(e => [e.detail.rev, performance.timeOrigin + e.startTime]),
+            decoded: performance.getEntriesByName('sam:masks-decoded')
+                .map(e => [e.detail.rev, performance.timeOrigin + e.startTime]),
             painted: performance.getEntriesByName('sam:click-to-overlay')
                 .map(e => performance.timeOrigin + e.startTime + e.duration),
             frames: window.__samFrames || [],
@@ -220,9 +229,11 @@ def breakdown(nb, clicks: int) -> None:
     timeline = nb.value("list(w.stats['timeline'])")
     kernel = [t for t in timeline if "received" in t and "sent" in t]
     clicks = min(clicks, len(kernel), len(marks["prompts"]), len(marks["painted"]))
-    arrived, framed = {}, {}
+    arrived, framed, decoded = {}, {}, {}
     for rev, at in marks["received"]:
         arrived.setdefault(rev, at)
+    for rev, at in marks.get("decoded", []):
+        decoded.setdefault(rev, at)
     for rev, at in marks["frames"]:
         framed.setdefault(rev, at)
     parts: dict[str, list[float]] = {
@@ -232,6 +243,8 @@ def breakdown(nb, clicks: int) -> None:
         "kernel -> page's websocket (ZMQ, server)": [],
         "websocket -> widget model (JupyterLab, ipywidgets)": [],
         "browser: decode masks + paint": [],
+        "  of which: inflate + unpack (decode)": [],
+        "  of which: wait for the frame + paint": [],
     }
     # the last `clicks` entries of each list belong to the same clicks, in order
     for t, start, painted in zip(kernel[-clicks:], marks["prompts"][-clicks:],
@@ -247,6 +260,9 @@ def breakdown(nb, clicks: int) -> None:
         parts["kernel -> page's websocket (ZMQ, server)"].append(frame - t["sent"] * 1e3)
         parts["websocket -> widget model (JupyterLab, ipywidgets)"].append(got - frame)
         parts["browser: decode masks + paint"].append(painted - got)
+        if t["rev"] in decoded:
+            parts["  of which: inflate + unpack (decode)"].append(decoded[t["rev"]] - got)
+            parts["  of which: wait for the frame + paint"].append(painted - decoded[t["rev"]])
     print(f"  where the time goes ({len(parts['browser: decode masks + paint'])} clicks, "
           "one wall clock):")
     for name, values in parts.items():

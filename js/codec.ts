@@ -1,7 +1,9 @@
 // Decoding of the kernel's mask blobs (the format is documented in sam_widget/codec.py):
 // a 20-byte header ("SAMM", version, compression, C, H, W) and C*H*W bits packed MSB-first,
-// deflated with zlib when that was smaller. Decoding is async because inflating uses the
-// browser's native DecompressionStream.
+// deflated with zlib when that was smaller. Inflating is synchronous (js/inflate.ts: no stream
+// plumbing on the click-to-overlay path); the browser's DecompressionStream is the fallback.
+
+import { inflateSync } from "./inflate";
 
 export const HEADER_BYTES = 20;
 const MAGIC = [0x53, 0x41, 0x4d, 0x4d]; // "SAMM"
@@ -48,11 +50,17 @@ export async function decodeMasks(view: DataView): Promise<MaskSet> {
   const h = parseHeader(view);
   // honour byteOffset/byteLength: the view may be a window into a larger buffer
   const body = new Uint8Array(view.buffer, view.byteOffset + HEADER_BYTES, view.byteLength - HEADER_BYTES);
+  const bytesPerMask = Math.ceil((h.height * h.width) / 8);
   let packed: Uint8Array;
-  if (h.compression === 1) packed = await inflate(body);
+  if (h.compression === 1) {
+    try {
+      packed = inflateSync(body, bytesPerMask * h.count);
+    } catch {
+      packed = await inflate(body); // the browser's own inflate says what is wrong, if anything
+    }
+  }
   else if (h.compression === 0) packed = body.slice();
   else throw new Error(`unknown mask compression ${h.compression}`);
-  const bytesPerMask = Math.ceil((h.height * h.width) / 8);
   if (packed.length !== bytesPerMask * h.count) {
     throw new Error(`mask payload has ${packed.length} bytes, expected ${bytesPerMask * h.count}`);
   }

@@ -1,6 +1,8 @@
-// The undo stack of prompt states. The kernel owns the history (sam_widget/widget.py keeps the
-// same rules and syncs it in the `history`/`history_index` traits); the view applies the same
-// rules locally so undo, redo and clear redraw at once, before the kernel confirms.
+// The undo stack of prompt states. The kernel owns the history (sam_widget/session.py keeps the
+// same rules) and syncs only the states around the current one (previous, current, next) in the
+// `history`/`history_index` traits, so the wire never grows with the session; the view applies
+// the same rules locally to that window so undo, redo and clear redraw at once, before the
+// kernel confirms.
 
 import type { Box, Point } from "./geometry";
 

@@ -4,8 +4,15 @@
 // `initialize` (once per model); DOM in `render` (once per view); both return cleanups.
 
 import { area, decodeMasks, hexColor, paintMask, unpackMask, type MaskSet } from "./codec";
+import CSS from "./widget.css";
+import { activeIn, bindKeys, keepFocus } from "./keys";
+import { fitImage, visibleHeight } from "./layout";
+import { MaskLayer, currentStyle, objectStyle } from "./overlay";
+import { followTheme } from "./theme";
+import { BrushTool, wheelStep } from "./tools";
+import { asView, probeWire } from "./wire";
 import {
-  clickPoints, clientToPixel, dragToBox, fitSize, imageToCanvas,
+  clickPoints, clientToPixel, dragToBox, imageToCanvas,
   type Box, type Point, type Rect,
 } from "./geometry";
 import { EMPTY, UndoStack, type PromptState } from "./history";
@@ -24,6 +31,10 @@ export interface SamWidgetModel {
   hover: boolean;
   refine: boolean;
   multimask: boolean;
+  /** a short notice shown until dismissed (e.g. SAM's weights are missing: how to get them) */
+  notice: string;
+  /** "ready" | "running" | "unavailable: why" (the Everything button and its Stop) */
+  everything_state: string;
   engine: string;
   device: string;
   image_width: number;
@@ -34,22 +45,34 @@ export interface SamWidgetModel {
   can_redo: boolean;
   history: PromptState[];
   history_index: number;
+  index: number;
+  count: number;
+  image_name: string;
+  labels: string[];
+  label_colors: string[];
+  label: string | null;
   prompt_rev: number;
   mask_rev: number;
   prompt_seq: string;
   _uid: string;
-  _image: DataView;
-  _masks: DataView;
+  /** the mask revision this page drew after its own last action: a frontend-made change, so
+   * hosts that re-run code on view changes (marimo) see every click, not only tab changes */
+  _view_rev: number;
+  /** "binary" or "base64": how bytes travel (js/wire.ts); bytes traits are strings in base64 */
+  _wire: string;
+  _image: DataView | string;
+  _masks: DataView | string;
 }
 
 /** A committed object as it crosses the wire (the full-size mask stays in Python). */
 export interface WireObject {
   id: number;
   name: string;
+  label: string | null;
   color: string;
   score: number;
   visible: boolean;
-  mask: DataView;
+  mask: DataView | string;
 }
 
 type Key = keyof SamWidgetModel;
@@ -62,7 +85,8 @@ interface AnyModel {
   off(name: string, cb?: (...args: any[]) => void): void;
 }
 
-const CURRENT_COLOR: [number, number, number] = [30, 144, 255];
+/** an unacknowledged message older than this makes the status line say "queued" */
+const QUEUED_AFTER_MS = 400;
 const HOVER_COLOR: [number, number, number] = [255, 215, 0];
 
 /** What all views of one widget share: the protocol with the kernel. */
@@ -73,6 +97,8 @@ class Session {
   local: (PromptState & { seq: number }) | null = null;
   masks: MaskSet | null = null;
   masksRev = -1;
+  /** "binary" | "base64", once the start-up probe (js/wire.ts) has answered */
+  wire = "";
   objectMasks = new Map<number, Uint8Array>();
   image: ImageBitmap | null = null;
   hoverMask: { mask: Uint8Array; rev: number; width: number; height: number } | null = null;
@@ -81,23 +107,41 @@ class Session {
   private clickStart: number | null = null;
   private clickSeq = -1;
   private clickRev = -1;
+  /** prompt revision the kernel gave this page's last action; reported once its masks arrive */
+  private awaitRev = -1;
   private cleanups: (() => void)[] = [];
+  /** when the oldest message the kernel has not acknowledged was sent (null: none) */
+  waitingSince: number | null = null;
+  private waitTimer: ReturnType<typeof setTimeout> | null = null;
+  /** the kernel is gone (restarted, shut down): nothing can be sent */
+  disconnected = false;
 
   constructor(readonly model: AnyModel) {
     this.hover = new HoverScheduler((seq, x, y) =>
-      model.send({ type: "hover", client: this.client, seq, x, y }),
+      this.post({ type: "hover", client: this.client, seq, x, y }),
     );
     const on = (name: string, cb: (...args: any[]) => void) => {
       model.on(name, cb);
       this.cleanups.push(() => model.off(name, cb));
     };
     on("change:_image", () => this.loadImage());
+    probeWire(model, this.client).then((mode) => { this.wire = mode; });
     on("change:_masks", () => this.loadMasks());
     on("change:objects", () => this.loadObjects());
     on("change:prompt_seq", () => this.ackSeq());
     on("msg:custom", (msg: any, buffers: DataView[]) => this.onCustom(msg, buffers));
+    // ipywidgets marks every model of a restarting (or shut down) kernel as no longer live;
+    // a model's comm is live from its creation, so this event only ever means "gone" (the
+    // anywidget model proxy does not expose `comm_live` itself)
+    on("comm_live_update", () => {
+      // anywidget hands views a proxy without `comm_live`; the event itself only fires when
+      // the backbone model's comm goes from live to dead (kernel restart or shutdown)
+      this.disconnected = (model as any).comm_live !== true;
+      this.notify();
+    });
     for (const name of ["points", "box", "selected", "scores", "status", "message", "opacity",
-      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev"]) {
+      "hover", "can_undo", "can_redo", "prompt_rev", "mask_rev", "index", "count", "image_name",
+      "labels", "label", "label_colors", "everything_state", "notice"]) {
       on(`change:${name}`, () => this.notify());
     }
     this.loadImage();
@@ -106,6 +150,7 @@ class Session {
   }
 
   dispose(): void {
+    if (this.waitTimer) clearTimeout(this.waitTimer);
     this.cleanups.forEach((f) => f());
     this.views.clear();
   }
@@ -135,48 +180,92 @@ class Session {
     return this.seq;
   }
 
-  sendPrompt(state: PromptState, kind = "prompt"): void {
+  /** Send to the kernel; false (and the view says so) when it cannot be reached. */
+  private post(content: Record<string, unknown>): boolean {
+    if (this.disconnected) {
+      this.notify();
+      return false;
+    }
+    try {
+      this.model.send(content);
+      return true;
+    } catch (err) {
+      console.warn("sam-widget: the kernel cannot be reached", err);
+      this.disconnected = true;
+      this.notify();
+      return false;
+    }
+  }
+
+  /** A message the kernel acknowledges (prompt_seq): tagged with the revision it was based on
+   * (the kernel drops it if its state has moved on); after a while unanswered, the view says
+   * it is queued behind a busy kernel. */
+  private request(content: Record<string, unknown>): number {
     const seq = this.nextSeq();
+    const rev = this.model.get("prompt_rev") ?? 0;
+    if (!this.post({ ...content, client: this.client, seq, rev })) return seq;
+    if (this.waitingSince === null) {
+      this.waitingSince = performance.now();
+      this.waitTimer = setTimeout(() => this.notify(), QUEUED_AFTER_MS);
+    }
+    return seq;
+  }
+
+  /** What the status line says about the link to the kernel, or null when all is well. */
+  linkStatus(): string | null {
+    if (this.disconnected) return "disconnected from the kernel: re-run the cell to continue";
+    if (this.waitingSince !== null && performance.now() - this.waitingSince >= QUEUED_AFTER_MS) {
+      return "queued: the kernel is busy; your prompt is answered when it is free";
+    }
+    return null;
+  }
+
+  sendPrompt(state: PromptState, kind = "prompt"): void {
+    if (this.disconnected) return this.notify();
+    const seq = this.request({ type: kind, points: state.points, box: state.box });
     this.local = { ...state, seq };
     this.clickStart = performance.now();
     this.clickSeq = seq;
     this.clickRev = -1;
     performance.mark("sam:prompt", { detail: { seq } });
     this.hoverMask = null;
-    this.model.send({ type: kind, client: this.client, seq, points: state.points, box: state.box });
     this.notify();
   }
 
   /** Undo/redo/clear: drawn at once from the synced history, confirmed by the kernel. */
   sendEdit(kind: "undo" | "redo" | "clear"): void {
     const stack = this.stack();
+    if (this.disconnected) return this.notify();
     const next = kind === "undo" ? stack.undo() : kind === "redo" ? stack.redo() : stack.clear();
-    const seq = this.nextSeq();
+    const seq = this.request({ type: kind });
     this.local = { ...next, seq };
     this.hoverMask = null;
-    this.model.send({ type: kind, client: this.client, seq });
     this.notify();
   }
 
   sendCommit(): void {
-    const seq = this.nextSeq();
-    this.model.send({ type: "commit", client: this.client, seq });
+    this.request({ type: "commit" });
   }
 
   send(content: Record<string, unknown>): void {
-    this.model.send({ ...content, client: this.client, seq: this.nextSeq() });
+    this.request(content);
   }
 
   private ackSeq(): void {
     const [client, seq] = (this.model.get("prompt_seq") ?? "").split(":");
     if (client !== this.client) return;
+    if (Number(seq) >= this.seq) {
+      this.waitingSince = null; // everything this view sent has been handled
+      if (this.waitTimer) clearTimeout(this.waitTimer);
+    }
     if (Number(seq) === this.clickSeq) this.clickRev = this.model.get("prompt_rev");
+    this.awaitRev = this.model.get("prompt_rev");
     if (this.local && Number(seq) >= this.local.seq) this.local = null;
     this.notify();
   }
 
   private async loadImage(): Promise<void> {
-    const view = this.model.get("_image");
+    const view = asView(this.model.get("_image"));
     if (!view || view.byteLength === 0) return;
     const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     try {
@@ -188,26 +277,34 @@ class Session {
   }
 
   private async loadMasks(): Promise<void> {
-    const view = this.model.get("_masks");
+    const view = asView(this.model.get("_masks"));
     const rev = this.model.get("mask_rev");
     performance.mark("sam:masks-received", { detail: { rev } }); // for latency breakdowns
     try {
       const masks = view && view.byteLength > 0 ? await decodeMasks(view) : null;
+      performance.mark("sam:masks-decoded", { detail: { rev } });
       if (rev < this.masksRev) return; // an older answer finished decoding late: drop it
       this.masks = masks;
       this.masksRev = rev;
+      if (this.awaitRev >= 0 && rev >= this.awaitRev) {
+        this.awaitRev = -1;
+        this.model.set("_view_rev", rev);
+        this.model.save_changes();
+      }
     } catch (err) {
       console.error("sam-widget: cannot decode masks", err);
       return;
     }
     this.notify();
+  }
+
+  /** A view drew the overlay of mask revision `rev` in this frame: measure click -> overlay
+   * (the frame is painted right after its requestAnimationFrame callbacks). */
+  overlayDrawn(rev: number): void {
     if (this.clickStart !== null && this.clickRev >= 0 && rev >= this.clickRev) {
-      // the overlay for the click is about to be painted: measure click -> overlay
       const start = this.clickStart;
       this.clickStart = null;
-      requestAnimationFrame(() => {
-        performance.measure("sam:click-to-overlay", { start, end: performance.now() });
-      });
+      performance.measure("sam:click-to-overlay", { start, end: performance.now() });
     }
   }
 
@@ -220,7 +317,7 @@ class Session {
         continue;
       }
       try {
-        const set = await decodeMasks(obj.mask);
+        const set = await decodeMasks(asView(obj.mask)!);
         next.set(obj.id, unpackMask(set, 0));
       } catch (err) {
         console.error("sam-widget: cannot decode object mask", err);
@@ -234,10 +331,11 @@ class Session {
     if (!msg || msg.type !== "hover") return;
     const position = this.hover.positionOf(msg.seq);
     this.hover.answered(msg.seq);
-    if (msg.empty || !buffers?.length || position === null) return;
+    const data = buffers?.length ? buffers[0] : asView(msg.data);
+    if (msg.empty || !data || position === null) return;
     if (msg.rev !== this.model.get("prompt_rev") || this.local) return; // prompts moved on
     try {
-      const set = await decodeMasks(buffers[0]);
+      const set = await decodeMasks(data);
       const mask = unpackMask(set, 0);
       this.hoverMask = { mask, rev: msg.rev, width: set.width, height: set.height };
       performance.mark("sam:hover-drawn", {
@@ -271,25 +369,6 @@ function h<K extends keyof HTMLElementTagNameMap>(
   return el;
 }
 
-const CSS = `
-.sam-widget { font: 13px/1.4 var(--jp-ui-font-family, system-ui, sans-serif); color: var(--jp-ui-font-color1, #222);
-  outline: none; max-width: 100%; }
-.sam-widget:focus-visible { box-shadow: 0 0 0 2px var(--jp-brand-color1, #1e90ff); }
-.sam-stage { position: relative; width: 100%; user-select: none; touch-action: none; }
-.sam-stage canvas { position: absolute; left: 0; top: 0; }
-.sam-stage canvas.sam-markers { cursor: crosshair; }
-.sam-bar { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 4px 0; }
-.sam-bar button, .sam-tabs button { font: inherit; padding: 2px 8px; border: 1px solid #999; border-radius: 3px;
-  background: var(--jp-layout-color1, #fff); color: inherit; cursor: pointer; }
-.sam-bar button:disabled { opacity: .45; cursor: default; }
-.sam-tabs { display: flex; gap: 2px; }
-.sam-tabs [role=tab][aria-selected=true] { background: #1e90ff; color: #fff; border-color: #1e90ff; }
-.sam-status { color: var(--jp-ui-font-color2, #555); min-height: 1.4em; }
-.sam-status.error { color: #c62828; }
-.sam-objects { list-style: none; padding: 0; margin: 2px 0; display: flex; flex-wrap: wrap; gap: 6px; }
-.sam-objects li { display: flex; gap: 4px; align-items: center; }
-.sam-swatch { width: 10px; height: 10px; border-radius: 2px; display: inline-block; }
-`;
 
 export default {
   initialize({ model }: { model: AnyModel }) {
@@ -303,45 +382,84 @@ export default {
 
   render({ model, el }: { model: AnyModel; el: HTMLElement }) {
     const session = sessionFor(model);
+    const doc = el.ownerDocument;
     const root = h("div", {
       class: "sam-widget", tabindex: "0", "aria-label": "Segment Anything: click the image to segment",
       "data-jp-suppress-context-menu": "",
     });
     root.append(h("style", {}, CSS));
 
+    // the image in a box that scrolls only at full size; layers at display resolution
+    const viewport = h("div", { class: "sam-viewport" });
     const stage = h("div", { class: "sam-stage" });
     const imageCanvas = h("canvas", { class: "sam-image", "aria-hidden": "true" });
-    const maskCanvas = h("canvas", { class: "sam-overlay", "aria-hidden": "true" });
+    const objectLayer = new MaskLayer(doc, "sam-layer sam-objects-layer");
+    const currentLayer = new MaskLayer(doc, "sam-layer sam-overlay");
     const markerCanvas = h("canvas", {
       class: "sam-markers", role: "img",
       "aria-label": "Image: left click adds a foreground point, right or shift click a background point, drag draws a box",
+      title: "Click: object · right-click or shift-click: background · drag: box · click a point again (within 8 px) to remove it · Alt+wheel: next candidate",
     });
-    stage.append(imageCanvas, maskCanvas, markerCanvas);
+    const hint = h("div", { class: "sam-hint", "aria-hidden": "true" },
+      "Click an object · right-click: background · drag: box");
+    stage.append(imageCanvas, objectLayer.canvas, currentLayer.canvas, markerCanvas, hint);
+    viewport.append(stage);
 
     const bar = h("div", { class: "sam-bar", role: "toolbar", "aria-label": "Segmentation tools" });
-    const undoBtn = h("button", { "aria-label": "Undo", title: "Undo (z)" }, "↶ Undo");
+    const undoBtn = h("button", { "aria-label": "Undo", title: "Undo the last prompt or stroke (z)" }, "↶ Undo");
     const redoBtn = h("button", { "aria-label": "Redo", title: "Redo (shift+z)" }, "↷ Redo");
     const clearBtn = h("button", { "aria-label": "Clear", title: "Clear prompts (Esc)" }, "Clear");
-    const addBtn = h("button", { "aria-label": "Add object", title: "Keep this mask as an object (Enter)" }, "Add object");
-    const allBtn = h("button", { "aria-label": "Everything", title: "Segment everything (automatic masks)" }, "Everything");
-    const hoverLabel = h("label", { title: "Preview the mask under the pointer" });
+    const addBtn = h("button", { "aria-label": "Add object", title: "Keep this mask as an object and start the next one (Enter)" }, "Add object");
+    const allBtn = h("button", { "aria-label": "Everything", title: "Segment everything: SAM's automatic masks, each kept as an object" }, "Everything");
+    const stopBtn = h("button", { "aria-label": "Stop", title: "Stop segmenting everything (nothing is added)", hidden: "" }, "■ Stop");
+    const brushBtn = h("button", { "aria-label": "Brush", "aria-pressed": "false", title: "Brush: paint onto the current mask, or onto the object chosen in the list (b; size: [ and ])" }, "Brush");
+    const eraserBtn = h("button", { "aria-label": "Eraser", "aria-pressed": "false", title: "Eraser: remove pixels from the current mask or the chosen object (e; size: [ and ])" }, "Eraser");
+    const fullBtn = h("button", { "aria-label": "Full size", "aria-pressed": "false", title: "Show the image at full display resolution (scrolls), or fit it to the window (f)" }, "⤢");
+    const hoverLabel = h("label", { title: "Hover preview: faintly show (in yellow) the mask a click at the pointer would give" });
     const hoverBox = h("input", { type: "checkbox", "aria-label": "Hover preview" });
-    hoverLabel.append(hoverBox, " hover");
-    const refineLabel = h("label", { title: "Feed the chosen mask back into the next prompt" });
+    hoverLabel.append(hoverBox, "hover");
+    const refineLabel = h("label", { title: "Refine: feed the chosen mask back into SAM with the next prompt, so each point corrects it instead of starting over" });
     const refineBox = h("input", { type: "checkbox", "aria-label": "Refine" });
-    refineLabel.append(refineBox, " refine");
+    refineLabel.append(refineBox, "refine");
+    const opacityLabel = h("label", { title: "Opacity of the mask fill" });
     const opacity = h("input", { type: "range", min: "0", max: "1", step: "0.05", "aria-label": "Opacity" });
-    const tabs = h("div", { class: "sam-tabs", role: "tablist", "aria-label": "Candidate masks" });
-    bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, tabs, hoverLabel, refineLabel, opacity);
+    opacityLabel.append("opacity", opacity);
+    const tabs = h("div", {
+      class: "sam-tabs", role: "tablist",
+      "aria-label": "Candidate masks, each with SAM's predicted IoU (its own estimate of mask quality)",
+      title: "SAM's three candidates; the number is its predicted IoU, an estimate of mask quality (keys 1-3, Alt+wheel)",
+    });
+    bar.append(undoBtn, redoBtn, clearBtn, addBtn, allBtn, stopBtn, h("span", { class: "sam-sep" }), tabs,
+      h("span", { class: "sam-sep" }), brushBtn, eraserBtn, hoverLabel, refineLabel, opacityLabel, fullBtn);
+
+    // dataset navigation and class labels (shown when there are several images / labels)
+    const nav = h("div", { class: "sam-bar sam-nav", role: "toolbar", "aria-label": "Images" });
+    const prevBtn = h("button", { "aria-label": "Previous image", title: "Previous image (p, PageUp)" }, "◀");
+    const nextBtn = h("button", { "aria-label": "Next image", title: "Next image (n, PageDown)" }, "▶");
+    const position = h("input", {
+      class: "sam-position", type: "text", inputmode: "numeric", size: "5",
+      "aria-label": "Image number", title: "Type an image number and press Enter to jump there",
+    });
+    const countLabel = h("span", { class: "sam-count" });
+    const nameLabel = h("span", { class: "sam-name" });
+    const labelPick = h("select", { "aria-label": "Label", title: "Label of the next object (shift+1…9)" });
+    nav.append(prevBtn, position, countLabel, nextBtn, nameLabel, labelPick);
 
     const objectList = h("ul", { class: "sam-objects", "aria-label": "Objects" });
     const status = h("div", { class: "sam-status", role: "status", "aria-live": "polite" });
-    root.append(stage, bar, objectList, status);
+    const notice = h("div", { class: "sam-notice", role: "note", hidden: "" });
+    const noticeText = h("span", { class: "sam-notice-text" });
+    const noticeClose = h("button", { "aria-label": "Dismiss notice", title: "Dismiss this notice" }, "×");
+    notice.append(noticeText, noticeClose);
+    root.append(notice, viewport, nav, bar, objectList, status);
     el.append(root);
+    const stopTheme = followTheme(root);
+    const brush = new BrushTool();
 
-    // ---------------------------------------------------------------- sizing (HiDPI, resize)
+    // ---------------------------------------------------------------- sizing (fit, HiDPI)
     let cssW = 0;
     let cssH = 0;
+    let full = false;
     const dims = () => ({
       iw: model.get("image_width"), ih: model.get("image_height"),
       dw: model.get("display_width"), dh: model.get("display_height"),
@@ -349,25 +467,35 @@ export default {
     const layout = () => {
       const { dw, dh } = dims();
       if (!dw || !dh) return;
-      const avail = root.clientWidth || el.clientWidth || dw;
-      const fit = fitSize(avail, dw, dh, Math.max(dw, 320));
+      const chrome = Math.max(0, root.offsetHeight - viewport.offsetHeight) + 8;
+      const fit = fitImage({
+        width: root.clientWidth || el.clientWidth || dw, visibleHeight: visibleHeight(root),
+        chromeHeight: chrome, imageWidth: dw, imageHeight: dh, mode: full ? "full" : "fit",
+      });
+      viewport.style.maxHeight = fit.viewportHeight === null ? "" : `${fit.viewportHeight}px`;
+      const dpr = window.devicePixelRatio || 1;
+      const changed = fit.width !== cssW || fit.height !== cssH;
       cssW = fit.width;
       cssH = fit.height;
+      stage.style.width = `${cssW}px`;
       stage.style.height = `${cssH}px`;
-      const dpr = window.devicePixelRatio || 1;
-      for (const c of [imageCanvas, maskCanvas, markerCanvas]) {
-        c.style.width = `${cssW}px`;
-        c.style.height = `${cssH}px`;
-        c.width = Math.max(1, Math.round(cssW * dpr));
-        c.height = Math.max(1, Math.round(cssH * dpr));
+      stage.classList.toggle("sam-upscaled", cssW * dpr > dw * 1.01);
+      objectLayer.resize(dw, dh);
+      currentLayer.resize(dw, dh);
+      if (changed || !imageCanvas.width) {
+        for (const c of [imageCanvas, markerCanvas]) {
+          c.width = Math.max(1, Math.round(cssW * dpr));
+          c.height = Math.max(1, Math.round(cssH * dpr));
+        }
+        imageDrawn = null;
       }
-      drawImage();
-      drawMasks();
-      drawMarkers();
+      schedule();
     };
 
-    // ---------------------------------------------------------------- drawing
+    // ---------------------------------------------------------------- drawing (one per frame)
+    let imageDrawn: ImageBitmap | null = null;
     const drawImage = () => {
+      if (session.image === imageDrawn) return; // only when the image or the size changed
       const ctx = imageCanvas.getContext("2d");
       if (!ctx) return;
       ctx.clearRect(0, 0, imageCanvas.width, imageCanvas.height);
@@ -376,63 +504,58 @@ export default {
         ctx.imageSmoothingQuality = "high";
         ctx.drawImage(session.image, 0, 0, imageCanvas.width, imageCanvas.height);
       }
+      imageDrawn = session.image;
     };
 
-    // the overlay is composed at display resolution, then scaled without smoothing
-    const composed = document.createElement("canvas");
-    let composedKey = "";
-    const compose = (): boolean => {
+    let objectsKey = "";
+    let currentKey = "";
+    const drawMasks = () => {
       const { dw, dh } = dims();
-      const masks = session.masks;
-      const selected = model.get("selected");
       const alpha = Math.round(255 * Math.min(1, Math.max(0, model.get("opacity"))));
       const objects = model.get("objects") ?? [];
-      const key = JSON.stringify([session.masksRev, masks?.count, selected, alpha, dw, dh,
-        objects.map((o) => [o.id, o.visible, session.objectMasks.has(o.id)])]);
-      if (key === composedKey) return true;
-      composedKey = key;
-      composed.width = dw;
-      composed.height = dh;
-      const ctx = composed.getContext("2d");
-      if (!ctx || !dw || !dh) return false;
-      const img = ctx.createImageData(dw, dh);
-      for (const obj of objects) {
-        const m = session.objectMasks.get(obj.id);
-        if (obj.visible && m && m.length === dw * dh) paintMask(img.data, m, dw, dh, hexColor(obj.color), alpha);
+      const oKey = JSON.stringify([alpha, dw, dh,
+        objects.map((o) => [o.id, o.visible, o.color, session.objectMasks.has(o.id)])]);
+      if (oKey !== objectsKey) {
+        objectsKey = oKey;
+        objectLayer.clear();
+        for (const obj of objects) {
+          const m = session.objectMasks.get(obj.id);
+          if (obj.visible && m) objectLayer.paintMask(m, objectStyle(hexColor(obj.color), alpha));
+        }
+        objectLayer.flush();
       }
-      if (masks && masks.count > 0 && masks.width === dw && masks.height === dh) {
-        const k = Math.min(Math.max(selected, 0), masks.count - 1);
-        paintMask(img.data, unpackMask(masks, k), dw, dh, CURRENT_COLOR, alpha);
+      const masks = session.masks;
+      const selected = model.get("selected");
+      const cKey = `${session.masksRev}|${masks?.count}|${selected}|${alpha}|${dw}|${dh}`;
+      if (cKey !== currentKey) {
+        currentKey = cKey;
+        currentLayer.clear();
+        if (masks && masks.count > 0) {
+          currentLayer.paintPacked(masks, Math.min(Math.max(selected, 0), masks.count - 1), currentStyle(alpha));
+        }
+        currentLayer.flush();
+        session.overlayDrawn(session.masksRev);
       }
-      ctx.putImageData(img, 0, 0);
-      return true;
-    };
-    const drawMasks = () => {
-      const ctx = maskCanvas.getContext("2d");
-      if (!ctx) return;
-      compose();
-      ctx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
-      ctx.imageSmoothingEnabled = false;
-      if (composed.width) ctx.drawImage(composed, 0, 0, maskCanvas.width, maskCanvas.height);
       // what is on screen, for tests and assistive tooling
       root.dataset.maskRev = String(session.masksRev);
-      root.dataset.selected = String(model.get("selected"));
+      root.dataset.selected = String(selected);
     };
 
     const hoverCanvas = document.createElement("canvas");
     let hoverDrawn: unknown = null;
     let dragBox: Box | null = null;
     let pointerInside = false;
+    let pointerAt: [number, number] | null = null; // CSS px within the stage, for the brush ring
     const drawMarkers = () => {
       const ctx = markerCanvas.getContext("2d");
       if (!ctx) return;
       const W = markerCanvas.width;
       const H = markerCanvas.height;
-      const { iw, ih } = dims();
+      const { iw, ih, dw } = dims();
       const dpr = window.devicePixelRatio || 1;
       ctx.clearRect(0, 0, W, H);
       const hm = session.hoverMask;
-      if (hm && model.get("hover") && pointerInside && hm.rev === model.get("prompt_rev")) {
+      if (hm && model.get("hover") && pointerInside && !brush.active && hm.rev === model.get("prompt_rev")) {
         if (hoverDrawn !== hm) {
           hoverCanvas.width = hm.width;
           hoverCanvas.height = hm.height;
@@ -454,7 +577,7 @@ export default {
         ctx.setLineDash(dashed ? [6 * dpr, 4 * dpr] : []);
         ctx.strokeStyle = "#fff";
         ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-        ctx.strokeStyle = "#1e90ff";
+        ctx.strokeStyle = "#ff00ff";
         ctx.lineWidth = 1 * dpr;
         ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
         ctx.restore();
@@ -471,20 +594,74 @@ export default {
         ctx.strokeStyle = "#fff";
         ctx.stroke();
       }
+      if (brush.active) {
+        // the stroke being drawn, then the brush ring under the pointer
+        const r = (brush.radius * W) / Math.max(1, dw);
+        ctx.save();
+        ctx.lineCap = ctx.lineJoin = "round";
+        ctx.lineWidth = 2 * r;
+        ctx.strokeStyle = brush.mode === "brush" ? "rgba(255,0,255,.45)" : "rgba(255,255,255,.55)";
+        if (brush.stroke.length) {
+          ctx.beginPath();
+          brush.stroke.forEach(([x, y], i) => {
+            const [cx, cy] = imageToCanvas(x, y, iw, ih, W, H);
+            if (i === 0) ctx.moveTo(cx, cy);
+            else ctx.lineTo(cx, cy);
+          });
+          if (brush.stroke.length === 1) ctx.lineTo(...imageToCanvas(brush.stroke[0][0] + 0.01, brush.stroke[0][1], iw, ih, W, H));
+          ctx.stroke();
+        }
+        if (pointerAt && pointerInside) {
+          ctx.lineWidth = 1.5 * dpr;
+          ctx.strokeStyle = "#fff";
+          ctx.beginPath();
+          ctx.arc(pointerAt[0] * dpr, pointerAt[1] * dpr, r, 0, 2 * Math.PI);
+          ctx.stroke();
+          ctx.setLineDash([3 * dpr, 3 * dpr]);
+          ctx.strokeStyle = "#000";
+          ctx.stroke();
+        }
+        ctx.restore();
+      }
     };
 
+    const disable = (btn: HTMLButtonElement, off: boolean) => {
+      // a focused button that turns disabled drops focus to <body>: hand it to the widget first
+      if (off && !btn.disabled && activeIn(root) === btn) root.focus({ preventScroll: true });
+      btn.disabled = off;
+    };
+    // rebuilding a list that holds the focus (a tab, a delete button) must not drop it to <body>
+    const rebuild = (list: HTMLElement, children: HTMLElement[]) => {
+      const active = activeIn(root);
+      const had = !!active && list.contains(active);
+      list.replaceChildren(...children);
+      if (had) root.focus({ preventScroll: true });
+    };
     const drawControls = () => {
-      undoBtn.disabled = !model.get("can_undo");
-      redoBtn.disabled = !model.get("can_redo");
+      disable(undoBtn, !model.get("can_undo"));
+      disable(redoBtn, !model.get("can_redo"));
       hoverBox.checked = model.get("hover");
       refineBox.checked = model.get("refine");
       opacity.value = String(model.get("opacity"));
+      brushBtn.setAttribute("aria-pressed", String(brush.mode === "brush"));
+      eraserBtn.setAttribute("aria-pressed", String(brush.mode === "eraser"));
+      fullBtn.setAttribute("aria-pressed", String(full));
+      const every = model.get("everything_state") ?? "ready";
+      disable(allBtn, every !== "ready");
+      allBtn.title = every.startsWith("unavailable")
+        ? every.slice("unavailable: ".length)
+        : "Segment everything: SAM's automatic masks, each kept as an object (progress and count below; Stop ends it)";
+      stopBtn.hidden = every !== "running";
+      stage.classList.toggle("sam-brush", brush.active);
       const scores = model.get("scores") ?? [];
       const selected = model.get("selected");
       if (tabs.children.length !== scores.length) {
-        tabs.replaceChildren(...scores.map((_, i) => {
+        rebuild(tabs, scores.map((_, i) => {
           const tab = h("button", { role: "tab", "data-index": String(i) });
-          tab.addEventListener("click", () => select(i));
+          tab.addEventListener("click", () => {
+            select(i);
+            keepFocus(root);
+          });
           return tab;
         }));
       }
@@ -494,38 +671,98 @@ export default {
         tab.setAttribute("aria-selected", String(on));
         tab.tabIndex = on ? 0 : -1;
         tab.textContent = `${i + 1} · ${s.toFixed(2)}`;
-        tab.title = `Candidate ${i + 1}, predicted IoU ${s.toFixed(3)} (key ${i + 1})`;
+        tab.title = `Candidate ${i + 1}: predicted IoU ${s.toFixed(3)}, SAM's own estimate of its quality (key ${i + 1})`;
       });
+      const count = model.get("count") ?? 1;
+      const index = model.get("index") ?? 0;
+      const labels = model.get("labels") ?? [];
+      nav.hidden = count <= 1 && labels.length === 0;
+      for (const el of [prevBtn, nextBtn, position, countLabel, nameLabel]) el.hidden = count <= 1;
+      prevBtn.disabled = index <= 0;
+      nextBtn.disabled = index >= count - 1;
+      if (document.activeElement !== position) position.value = String(index + 1);
+      countLabel.textContent = `/ ${count}`;
+      nameLabel.textContent = model.get("image_name") ?? "";
+      labelPick.hidden = labels.length === 0;
+      const labelSig = JSON.stringify(labels);
+      if (labelPick.dataset.sig !== labelSig) {
+        labelPick.dataset.sig = labelSig;
+        labelPick.replaceChildren(h("option", { value: "" }, "(no label)"),
+          ...labels.map((name, i) => h("option", { value: name }, i < 9 ? `${name} (⇧${i + 1})` : name)));
+      }
+      labelPick.value = model.get("label") ?? "";
+      const colors = model.get("label_colors") ?? [];
+      const current = labels.indexOf(model.get("label") ?? "");
+      labelPick.style.borderColor = current >= 0 ? colors[current] ?? "" : "";
+
       const objects = model.get("objects") ?? [];
-      const sig = JSON.stringify(objects.map((o) => [o.id, o.name, o.visible, o.color]));
+      if (brush.target !== null && !objects.some((o) => o.id === brush.target)) brush.target = null;
+      const sig = JSON.stringify([brush.target, labels, objects.map((o) => [o.id, o.name, o.visible, o.color, o.label])]);
       if (objectList.dataset.sig !== sig) {
         objectList.dataset.sig = sig;
-        objectList.replaceChildren(...objects.map((o) => {
+        rebuild(objectList, objects.map((o) => {
           const li = h("li");
           const sw = h("span", { class: "sam-swatch" });
           sw.style.background = o.color;
-          const vis = h("input", { type: "checkbox", "aria-label": `Show ${o.name}` });
+          const vis = h("input", { type: "checkbox", "aria-label": `Show ${o.name}`, title: `Show or hide ${o.name}` });
           vis.checked = o.visible;
           vis.addEventListener("change", () => session.send({ type: "object", id: o.id, visible: vis.checked }));
-          const del = h("button", { "aria-label": `Delete ${o.name}`, title: `Delete ${o.name}` }, "×");
-          del.addEventListener("click", () => session.send({ type: "object", id: o.id, delete: true }));
-          li.append(vis, sw, h("span", {}, `${o.name} (${o.score.toFixed(2)})`), del);
+          const pick = h("button", {
+            "aria-label": `Edit ${o.name} with the brush`, "aria-pressed": String(brush.target === o.id),
+            title: `Brush and eraser edit ${o.name} (click again: the current mask)`,
+          }, `${o.name} (${o.score.toFixed(2)})`);
+          pick.addEventListener("click", () => {
+            brush.target = brush.target === o.id ? null : o.id;
+            if (brush.target !== null && !brush.active) brush.toggle("brush");
+            redraw();
+            keepFocus(root);
+          });
+          const del = h("button", { class: "sam-delete", "aria-label": `Delete ${o.name}`, title: `Delete ${o.name}` }, "×");
+          del.addEventListener("click", () => {
+            session.send({ type: "object", id: o.id, delete: true });
+            keepFocus(root);
+          });
+          li.append(vis, sw, pick);
+          if (labels.length) {
+            const choose = h("select", { "aria-label": `Label of ${o.name}` });
+            choose.append(h("option", { value: "" }, "(no label)"), ...labels.map((n) => h("option", { value: n }, n)));
+            choose.value = o.label ?? "";
+            choose.addEventListener("change", () =>
+              session.send({ type: "object", id: o.id, label: choose.value === "" ? null : choose.value }));
+            li.append(choose);
+          }
+          li.append(del);
           return li;
         }));
       }
+      const note = model.get("notice") ?? "";
+      if (noticeText.textContent !== note) noticeText.textContent = note;
+      if (notice.hidden !== !note) {
+        notice.hidden = !note;
+        layout(); // the notice takes room from the image, never pushes the toolbar away
+      }
       const st = model.get("status");
-      status.textContent = model.get("message") || st;
-      status.classList.toggle("error", st.startsWith("error"));
+      const link = session.linkStatus();
+      status.textContent = link ?? (model.get("message") || st);
+      status.classList.toggle("error", st.startsWith("error") || session.disconnected);
+      root.dataset.link = session.disconnected ? "disconnected" : link ? "queued" : "ok";
+      const { points, box } = session.prompts();
+      hint.hidden = points.length > 0 || box !== null || objects.length > 0 || brush.active ||
+        !st.startsWith("ready");
     };
 
+    let frame = 0;
     const redraw = () => {
+      frame = 0;
       if (!cssW) layout();
-      else {
-        drawImage();
-        drawMasks();
-        drawMarkers();
-      }
+      drawImage();
+      drawMasks();
+      drawMarkers();
       drawControls();
+    };
+    // every change lands in one draw per frame: a click's several trait changes paint once
+    const schedule = () => {
+      if (!frame) frame = requestAnimationFrame(redraw);
     };
 
     // ---------------------------------------------------------------- input
@@ -534,11 +771,33 @@ export default {
       if (i < 0 || i >= n) return;
       model.set("selected", i);
       model.save_changes();
+      schedule();
+    };
+    const go = (i: number) => {
+      const count = model.get("count") ?? 1;
+      if (!Number.isInteger(i) || i < 0 || i >= count || i === model.get("index")) return;
+      model.set("index", i);
+      model.save_changes();
+    };
+    const pickLabel = (i: number) => {
+      const labels = model.get("labels") ?? [];
+      if (i < 0 || i >= labels.length) return;
+      model.set("label", labels[i]);
+      model.save_changes();
       redraw();
     };
     const rect = (): Rect => markerCanvas.getBoundingClientRect();
     let down: { x: number; y: number; button: number; shift: boolean; id: number } | null = null;
     let dragging = false;
+    const imageAt = (e: PointerEvent): [number, number] => {
+      const r = rect();
+      const { iw, ih } = dims();
+      return [((e.clientX - r.left) / r.width) * iw, ((e.clientY - r.top) / r.height) * ih];
+    };
+    const imagePerDisplay = () => {
+      const { iw, dw } = dims();
+      return iw / Math.max(1, dw);
+    };
 
     const onPointerDown = (e: PointerEvent) => {
       if (e.button !== 0 && e.button !== 2) return;
@@ -546,16 +805,31 @@ export default {
       down = { x: e.clientX, y: e.clientY, button: e.button, shift: e.shiftKey, id: e.pointerId };
       dragging = false;
       markerCanvas.setPointerCapture?.(e.pointerId);
+      if (brush.active && e.button === 0) {
+        const [x, y] = imageAt(e);
+        brush.add(x, y, imagePerDisplay());
+        schedule();
+      }
       e.preventDefault();
     };
     const onPointerMove = (e: PointerEvent) => {
       const { iw, ih } = dims();
       pointerInside = true;
+      const r = rect();
+      pointerAt = [e.clientX - r.left, e.clientY - r.top];
+      if (brush.active) {
+        if (down && down.button === 0) {
+          const [x, y] = imageAt(e);
+          brush.add(x, y, imagePerDisplay());
+        }
+        schedule();
+        return;
+      }
       if (down) {
         if (down.button === 0 && Math.hypot(e.clientX - down.x, e.clientY - down.y) > 4) dragging = true;
         if (dragging) {
           dragBox = dragToBox([down.x, down.y], [e.clientX, e.clientY], rect(), iw, ih);
-          drawMarkers();
+          schedule();
         }
         return;
       }
@@ -569,6 +843,12 @@ export default {
       const start = down;
       down = null;
       markerCanvas.releasePointerCapture?.(e.pointerId);
+      if (brush.active) {
+        const msg = brush.finish(imagePerDisplay());
+        if (msg) session.send(msg);
+        schedule();
+        return;
+      }
       const cur = session.prompts();
       if (dragging) {
         dragging = false;
@@ -584,33 +864,67 @@ export default {
     const onLeave = () => {
       pointerInside = false;
       session.hover.cancel();
-      drawMarkers();
+      schedule();
     };
     // right click is a background point: neither the browser's nor JupyterLab's menu
     const onContext = (e: Event) => {
       e.preventDefault();
       e.stopPropagation();
     };
-    const onKey = (e: KeyboardEvent) => {
-      if (e.ctrlKey || e.metaKey || e.altKey) return;
-      if ((e.target as HTMLElement)?.tagName === "INPUT" && e.key !== "Escape" && e.key !== "Enter") return;
-      let handled = true;
-      if (e.key === "1" || e.key === "2" || e.key === "3") select(Number(e.key) - 1);
+    // Alt/Shift + wheel over the image: the next or previous candidate (a plain wheel scrolls)
+    const onWheel = (e: WheelEvent) => {
+      const next = wheelStep(e, model.get("selected"), (model.get("scores") ?? []).length);
+      if (next === null) return;
+      e.preventDefault();
+      e.stopPropagation();
+      select(next);
+    };
+    const setTool = (mode: "brush" | "eraser") => {
+      brush.toggle(mode);
+      session.hover.cancel();
+      schedule();
+    };
+    const toggleFull = () => {
+      full = !full;
+      layout();
+    };
+    // the widget's keys (js/keys.ts keeps them from the host); true: used here
+    const onKey = (e: KeyboardEvent): boolean => {
+      if (e.type !== "keydown") return false;
+      const target = e.target as HTMLElement;
+      const tag = target?.tagName;
+      // text boxes and pickers keep their keys (the image number box jumps on Enter); on
+      // checkboxes and sliders only Esc and Enter are the widget's
+      const typing = tag === "SELECT" || (tag === "INPUT" && !["checkbox", "range"].includes((target as HTMLInputElement).type));
+      if (typing) return false;
+      if (tag === "INPUT" && e.key !== "Escape" && e.key !== "Enter") return false;
+      const digit = /^Digit([1-9])$/.exec(e.code);
+      if (e.shiftKey && digit) pickLabel(Number(digit[1]) - 1);
+      else if (e.key === "n" || e.key === "PageDown") go(model.get("index") + 1);
+      else if (e.key === "p" || e.key === "PageUp") go(model.get("index") - 1);
+      else if (e.key === "1" || e.key === "2" || e.key === "3") select(Number(e.key) - 1);
       else if (e.key === "z") session.sendEdit("undo");
       else if (e.key === "Z") session.sendEdit("redo");
-      else if (e.key === "Escape") session.sendEdit("clear");
-      else if (e.key === "Enter") session.sendCommit();
-      else if ((e.key === "ArrowRight" || e.key === "ArrowLeft") && tabs.contains(e.target as Node)) {
+      else if (e.key === "Escape") {
+        if (brush.active) setTool(brush.mode as "brush" | "eraser");
+        else session.sendEdit("clear");
+      } else if (e.key === "Enter") {
+        if ((e.target as HTMLElement)?.tagName === "BUTTON" && e.target !== root) return false; // activates it
+        session.sendCommit();
+      } else if (e.key === "b") setTool("brush");
+      else if (e.key === "e") setTool("eraser");
+      else if (e.key === "f") toggleFull();
+      else if (e.key === "[" || e.key === "]") {
+        brush.resize(e.key === "]" ? 1 : -1);
+        schedule();
+      } else if ((e.key === "ArrowRight" || e.key === "ArrowLeft") && tabs.contains(e.target as Node)) {
         const n = (model.get("scores") ?? []).length;
         const d = e.key === "ArrowRight" ? 1 : -1;
         select((model.get("selected") + d + n) % n);
         (tabs.children[model.get("selected")] as HTMLElement)?.focus();
-      } else handled = false;
-      if (handled) {
-        // the widget has focus: its keys are its own, Jupyter's command mode must not see them
-        e.preventDefault();
-        e.stopPropagation();
-      }
+      } else return false;
+      keepFocus(root);
+      return true;
     };
 
     markerCanvas.addEventListener("pointerdown", onPointerDown);
@@ -618,17 +932,38 @@ export default {
     markerCanvas.addEventListener("pointerup", onPointerUp);
     markerCanvas.addEventListener("pointerleave", onLeave);
     markerCanvas.addEventListener("contextmenu", onContext);
-    root.addEventListener("keydown", onKey);
+    markerCanvas.addEventListener("wheel", onWheel, { passive: false });
+    const unbindKeys = bindKeys(root, onKey);
     // a button that becomes disabled drops focus to <body>: keep the keys with the widget
     const act = (f: () => void) => () => {
       f();
       root.focus({ preventScroll: true });
+      keepFocus(root);
     };
     undoBtn.addEventListener("click", act(() => session.sendEdit("undo")));
     redoBtn.addEventListener("click", act(() => session.sendEdit("redo")));
     clearBtn.addEventListener("click", act(() => session.sendEdit("clear")));
     addBtn.addEventListener("click", act(() => session.sendCommit()));
-    allBtn.addEventListener("click", () => session.send({ type: "everything" }));
+    allBtn.addEventListener("click", act(() => session.send({ type: "everything" })));
+    noticeClose.addEventListener("click", act(() => session.send({ type: "dismiss" })));
+    stopBtn.addEventListener("click", act(() => session.send({ type: "stop" })));
+    brushBtn.addEventListener("click", act(() => setTool("brush")));
+    eraserBtn.addEventListener("click", act(() => setTool("eraser")));
+    fullBtn.addEventListener("click", act(toggleFull));
+    prevBtn.addEventListener("click", act(() => go(model.get("index") - 1)));
+    nextBtn.addEventListener("click", act(() => go(model.get("index") + 1)));
+    position.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.preventDefault();
+      e.stopPropagation();
+      go(Math.round(Number(position.value)) - 1);
+      position.value = String(model.get("index") + 1);
+      root.focus({ preventScroll: true });
+    });
+    labelPick.addEventListener("change", () => {
+      model.set("label", labelPick.value === "" ? null : labelPick.value);
+      model.save_changes();
+    });
     hoverBox.addEventListener("change", () => {
       model.set("hover", hoverBox.checked);
       model.save_changes();
@@ -641,28 +976,30 @@ export default {
     opacity.addEventListener("input", () => {
       model.set("opacity", Number(opacity.value));
       model.save_changes();
-      drawMasks();
+      schedule();
     });
 
     const onDims = () => {
-      composedKey = "";
       cssW = 0;
       layout();
     };
     model.on("change:display_width", onDims);
     model.on("change:display_height", onDims);
-    const unsubscribe = session.subscribe(redraw);
+    const unsubscribe = session.subscribe(schedule);
     const resize = new ResizeObserver(() => layout());
     resize.observe(root);
-    const onDpr = () => layout();
-    window.addEventListener("resize", onDpr);
+    const onWindow = () => layout();
+    window.addEventListener("resize", onWindow);
     layout();
-    drawControls();
+    redraw();
 
     return () => {
       unsubscribe();
+      unbindKeys();
+      stopTheme();
+      if (frame) cancelAnimationFrame(frame);
       resize.disconnect();
-      window.removeEventListener("resize", onDpr);
+      window.removeEventListener("resize", onWindow);
       model.off("change:display_width", onDims);
       model.off("change:display_height", onDims);
       root.remove();

@@ -20,17 +20,40 @@ _EXPORTS = {
     "MaskGenerator": "sam_widget.automatic",
     "ClassicPredictor": "sam_widget.classic",
     "SamWidget": "sam_widget.widget",
+    "marimo_ui": "sam_widget.hosts",
+    "Dataset": "sam_widget.dataset",
+    "EmbeddingStore": "sam_widget.store",
+    # not precompute.py: importing that submodule would replace the function sw.precompute
+    "precompute": "sam_widget.precomputing",
 }
-_SUBMODULES = {"export", "plot", "images", "weights", "models", "codec", "classic", "train"}
+_SUBMODULES = {
+    "export", "plot", "images", "weights", "models", "codec", "classic", "dataset", "store",
+    "train",
+}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import classic, codec, export, images, models, plot, train, weights  # noqa: F401
+    from . import (  # noqa: F401
+        classic,
+        codec,
+        dataset,
+        export,
+        images,
+        models,
+        plot,
+        store,
+        train,
+        weights,
+    )
     from .automatic import MaskGenerator  # noqa: F401
     from .classic import ClassicPredictor  # noqa: F401
+    from .dataset import Dataset  # noqa: F401
+    from .hosts import marimo_ui  # noqa: F401
     from .models import build_sam  # noqa: F401
+    from .precomputing import precompute  # noqa: F401
     from .predictor import Prediction, Predictor  # noqa: F401
+    from .store import EmbeddingStore  # noqa: F401
     from .weights import load_model  # noqa: F401
     from .widget import SamWidget  # noqa: F401
 

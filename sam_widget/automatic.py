@@ -28,6 +28,7 @@ from torch import nn
 
 from sam_widget.export import _as_mask, _run_lengths, encode_rle
 from sam_widget.images import to_rgb
+from sam_widget.masks import fill_small_regions
 from sam_widget.predictor import Predictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -160,7 +161,7 @@ class _Masks:
     boxes: torch.Tensor  # (N, 4) int64, x0 y0 x1 y1 inclusive, image coordinates
     iou: torch.Tensor  # (N,) float32
     stability: torch.Tensor  # (N,) float32
-    points: np.ndarray  # (N, 2) float64, image coordinates
+    points: np.ndarray  # (N, 2) image coordinates, float64 (SAM) or float32 (SAM 2.1)
     crop_boxes: torch.Tensor  # (N, 4) int64
     patches: list[np.ndarray]  # bool (y1 - y0 + 1, x1 - x0 + 1) inside each box
 
@@ -207,12 +208,21 @@ class _Masks:
 
 
 class MaskGenerator:
-    """Masks for everything in an image, like the official ``SamAutomaticMaskGenerator``.
+    """Masks for everything in an image, like the official ``SamAutomaticMaskGenerator``
+    (SAM) and ``SAM2AutomaticMaskGenerator`` (SAM 2.1).
 
-    ``model_or_predictor``: a SAM model or a `Predictor` (whose embedding cache is then
-    shared; its current image is restored after ``generate``). The settings and their defaults
-    are the official ones (tuned there for ViT-H); ``point_grids`` replaces ``points_per_side``
-    with explicit normalised (N, 2) grids, one per crop layer.
+    ``model_or_predictor``: a SAM or SAM 2.1 model or a `Predictor` (whose embedding cache is
+    then shared; its current image is untouched). The settings and their defaults are the
+    official ones; ``pred_iou_thresh=None`` is the model family's official default (0.88 for
+    SAM, 0.8 for SAM 2.1); ``point_grids`` replaces ``points_per_side`` with explicit normalised
+    (N, 2) grids, one per crop layer.
+
+    ``min_mask_region_area`` follows each official generator: for SAM, small holes and islands
+    of the kept full-size masks are removed and NMS runs again; for SAM 2.1 it is the
+    predictor's ``max_hole_area`` and ``max_sprinkle_area`` on the low-res logits (which the
+    official code applies only with its CUDA extension; here on any device). SAM 2.1 only:
+    ``use_m2m`` refines each mask once more with its own logits as mask input (single-mask
+    output), ``multimask_output=False`` asks each point for one mask.
     """
 
     def __init__(
@@ -221,7 +231,7 @@ class MaskGenerator:
         *,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
+        pred_iou_thresh: float | None = None,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,
         box_nms_thresh: float = 0.7,
@@ -232,6 +242,8 @@ class MaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        use_m2m: bool = False,
+        multimask_output: bool = True,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -254,6 +266,16 @@ class MaskGenerator:
             self.predictor = model_or_predictor
         else:
             self.predictor = Predictor(model_or_predictor)
+        self.sam2 = self.predictor.family.name == "sam2"
+        if (use_m2m or not multimask_output) and not self.sam2:
+            raise ValueError(
+                "use_m2m and multimask_output=False are settings of SAM 2's generator; "
+                "this is a SAM model"
+            )
+        if pred_iou_thresh is None:
+            pred_iou_thresh = self.predictor.family.default_pred_iou_thresh
+        self.use_m2m = use_m2m
+        self.multimask_output = multimask_output
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -281,6 +303,7 @@ class MaskGenerator:
         )
         total = sum(-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layers)
         counter = [0, total, progress]
+        self.found = 0  # masks kept so far (before the final de-duplication across crops)
         parts = [  # each crop is encoded as a handle: the predictor's current image is untouched
             self._process_crop(rgb, box, layer, orig_size, counter)
             for box, layer in zip(crop_boxes, layers, strict=True)
@@ -290,7 +313,7 @@ class MaskGenerator:
             cb = data.crop_boxes
             scores = 1 / ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1]))
             data = data.take(box_nms(data.boxes, scores, self.crop_nms_thresh))
-        if self.min_mask_region_area > 0 and len(data):
+        if self.min_mask_region_area > 0 and len(data) and not self.sam2:
             data = self._clean_small_regions(
                 data, orig_size, max(self.box_nms_thresh, self.crop_nms_thresh)
             )
@@ -303,33 +326,49 @@ class MaskGenerator:
         crop_h, crop_w = cropped.shape[:2]
         predictor = self.predictor
         state = predictor.encode(cropped)
-        in_h, in_w = state.input_size
-        scale = np.array([in_w / crop_w, in_h / crop_h])
         points = self.point_grids[layer] * np.array([crop_w, crop_h])
         parts = []
         for start in range(0, len(points), self.points_per_batch):
-            batch = points[start : start + self.points_per_batch]
-            coords = torch.as_tensor(batch * scale)[:, None, :]  # float64, as the official
+            # model-frame coordinates rounded as the official generator of the family does
+            coords, batch = predictor.family.grid_points(
+                points[start : start + self.points_per_batch], (crop_h, crop_w), state.input_size
+            )
+            coords = coords[:, None, :]
             labels = np.ones((len(batch), 1), dtype=np.int32)
-            low_res, iou = predictor.decode(state, coords, labels, None, None, True)
+            low_res, iou = predictor.decode(
+                state, coords, labels, None, None, self.multimask_output
+            )
+            m = low_res.shape[1]
+            low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
+            if self.use_m2m:  # refine each mask with its own (clamped) logits as mask input
+                low_res, iou = predictor.decode(
+                    state,
+                    coords.repeat_interleave(m, dim=0),
+                    np.ones((len(low_res), 1), dtype=np.int32),
+                    None,
+                    predictor.family.output_logits(low_res)[:, None],
+                    False,
+                )
+                low_res, iou = low_res[:, 0], iou[:, 0]
             parts.append(
                 self._filter_batch(
                     state,
-                    low_res.flatten(0, 1),
-                    iou.flatten(0, 1).float(),
-                    np.repeat(batch, low_res.shape[1], axis=0),
+                    low_res,
+                    iou.float(),
+                    np.repeat(batch, m, axis=0),
                     crop_box,
                     orig_size,
                 )
             )
             counter[0] += 1
+            self.found += len(parts[-1])
             if counter[2] is not None:
                 counter[2](counter[0], counter[1])
         data = _Masks.cat(parts)
         data = data.take(box_nms(data.boxes, data.iou, self.box_nms_thresh))
         offset = torch.tensor([x0, y0, x0, y0])
         data.boxes = data.boxes + offset
-        data.points = data.points + np.array([x0, y0])
+        data.points = data.points + np.array([x0, y0], dtype=data.points.dtype)
         data.crop_boxes = torch.tensor([crop_box] * len(data), dtype=torch.int64).reshape(-1, 4)
         return data
 
@@ -337,9 +376,15 @@ class MaskGenerator:
         """IoU filter on the low-res output, then full-size logits only for the survivors."""
         if self.pred_iou_thresh > 0.0:
             keep = iou > self.pred_iou_thresh
-            low_res, iou, points = low_res[keep], iou[keep], points[keep.numpy()]
+            low_res, iou, points = low_res[keep], iou[keep], points[keep.cpu().numpy()]
+        # the upscaling and thresholds run on the model's device; what is kept (scores, boxes,
+        # cropped masks) lives on the CPU, where NMS and the records are made
+        iou = iou.cpu()
         threshold = self.predictor.mask_threshold
         offset = self.stability_score_offset
+        if self.sam2 and self.min_mask_region_area > 0:  # SAM 2: holes and specks, low-res
+            area = self.min_mask_region_area
+            low_res = fill_small_regions(low_res, threshold, area, area)
         crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
         kept: list[int] = []
         stabilities, boxes, patches = [], [], []
@@ -349,7 +394,7 @@ class MaskGenerator:
             )
             inter = (logits > threshold + offset).sum(dim=(1, 2))
             union = (logits > threshold - offset).sum(dim=(1, 2))
-            stability = inter.float() / union.float()
+            stability = (inter.float() / union.float()).cpu()
             masks = logits > threshold
             del logits
             for j in range(len(masks)):
@@ -357,14 +402,14 @@ class MaskGenerator:
                     stability[j] >= self.stability_score_thresh
                 ):
                     continue
-                box = masks_to_boxes(masks[j : j + 1])[0]
+                box = masks_to_boxes(masks[j : j + 1])[0].cpu()
                 if _near_crop_edge(box, crop_box, orig_size):
                     continue
                 bx0, by0, bx1, by1 = box.tolist()
                 kept.append(start + j)
                 stabilities.append(stability[j])
                 boxes.append(box)
-                patches.append(masks[j, by0 : by1 + 1, bx0 : bx1 + 1].numpy().copy())
+                patches.append(masks[j, by0 : by1 + 1, bx0 : bx1 + 1].cpu().numpy().copy())
         if not kept:
             return _Masks.empty()
         idx = torch.as_tensor(kept)

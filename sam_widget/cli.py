@@ -4,6 +4,8 @@
     sam-widget demo [--port N] [--no-browser] [--dir DIR]
     sam-widget segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] [--model auto]
                        --out mask.png
+    sam-widget precompute FOLDER --store URL [--model vit_b] [--engine local|ray]
+                          [--everything] [--dtype float32|float16]
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ QUICKSTART_CELLS: list[tuple[str, str]] = [
         "from matplotlib import cbook\n"
         "\n"
         'photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # a sample photo\n'
-        'w = sw.SamWidget(photo)  # SAM vit_b if its weights are here, else "classic"\n'
+        'w = sw.SamWidget(photo)  # SAM 2.1 or SAM if weights are at hand, else "classic"\n'
         "w",
     ),
     (
@@ -51,6 +53,47 @@ QUICKSTART_CELLS: list[tuple[str, str]] = [
         "`w.to_coco()`.",
     ),
     ("code", "w.status, w.points, w.scores"),
+    (
+        "markdown",
+        "## A folder of images\n"
+        "\n"
+        "`sw.SamWidget(folder_or_list, labels=[...])` annotates a whole collection: **◀ / ▶**"
+        " (or the keys `p` / `n`, PageUp / PageDown) move between images, the position box "
+        "jumps (type a number, Enter), the label picker (or shift+1…9) chooses the label the "
+        "next **Add object** gets. Each image keeps its own objects and prompts; the next "
+        "image is encoded in the background while you work, so moving on needs no wait. Here:"
+        " the three sample pictures that ship with matplotlib.",
+    ),
+    (
+        "code",
+        "from pathlib import Path\n"
+        "\n"
+        "samples = Path(photo).parent\n"
+        "photos = sw.Dataset([samples / name for name in\n"
+        "                     (\"grace_hopper.jpg\", \"Minduka_Present_Blue_Pack.png\", "
+        "\"logo2.png\")])\n"
+        "ws = sw.SamWidget(photos, labels=[\"person\", \"thing\"])\n"
+        "ws",
+    ),
+    (
+        "markdown",
+        "Everything is in Python: `ws.index`, `ws.next()`, `ws.goto(2)`, `ws.annotations` "
+        "(every image's objects, each with its `\"label\"`), `ws.to_coco()` (the whole "
+        "dataset). `ws.save(folder)` writes COCO json, YOLO-seg (`labels/*.txt`, "
+        "`data.yaml`), label PNGs and the prompt log; `sw.SamWidget(photos, "
+        "annotations=folder)` picks up where you left off.",
+    ),
+    (
+        "code",
+        "ws.add_point(270, 180)            # the same as a click, from code\n"
+        "ws.commit(label=\"person\")\n"
+        "ws.next()\n"
+        "import tempfile\n"
+        "\n"
+        "out = ws.save(Path(tempfile.mkdtemp()) / \"annotations\")\n"
+        "resumed = sw.SamWidget(photos, annotations=out)\n"
+        "{i: [o[\"label\"] for o in objs] for i, objs in resumed.annotations.items()}",
+    ),
 ]
 
 
@@ -107,6 +150,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: use a number from 1 to 65535 (or 0 for a free one)"
+        )
+    return port
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port JupyterLab could not listen on, before starting it."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except PermissionError:
+            raise OSError(
+                f"not allowed to listen on port {port} (ports below 1024 need root); pick a "
+                "port from 1024 up, or leave out --port"
+            ) from None
+        except OSError:
+            raise OSError(
+                f"port {port} on 127.0.0.1 is in use (another JupyterLab?); pick another, or "
+                "leave out --port for a free one"
+            ) from None
+
+
 def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[str]:
     """The JupyterLab command line that serves ``root`` on loopback and opens the quick start."""
     command = [
@@ -128,6 +200,8 @@ def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.port:
+        _check_port_free(args.port)
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
@@ -232,6 +306,34 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- precompute ------------------------------------------------------------------------------
+
+
+def run_precompute(args: argparse.Namespace) -> int:
+    from .precomputing import precompute
+    from .weights import load_model
+
+    started = time.perf_counter()
+    model = load_model(args.model, checkpoint=args.checkpoint, device="cpu")
+    dataset = precompute(
+        args.images,
+        args.store,
+        model=model,
+        engine=args.engine,
+        everything=args.everything,
+        dtype=args.dtype,
+        device=args.device,
+        workers=args.workers,
+        progress=True,
+    )
+    store = dataset.source.store
+    seconds = time.perf_counter() - started
+    print(f"store     {store.url} ({store.info['model']}, {store.info['dtype']})")
+    print(f"images    {len(dataset)} stored, {seconds:.1f} s")
+    print(f"open it   sw.SamWidget(sw.Dataset({store.url!r}), model=...)")
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 
@@ -240,13 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sam-widget",
-        description="Segment Anything in notebooks: an interactive demo and a command for scripts.",
+        description="Segment Anything in notebooks: an interactive demo and commands for scripts.",
     )
     parser.add_argument("--version", action="version", version=f"sam-widget {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="open JupyterLab on the quick-start notebook")
-    demo.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    demo.add_argument(
+        "--port", type=_port, default=0, help="port on 127.0.0.1, 1-65535 (default: a free one)"
+    )
     demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     demo.add_argument(
         "--dir",
@@ -276,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--model",
         default="auto",
-        help="auto (SAM vit_b if its weights are available, else classic), vit_b, vit_l, vit_h, "
-        "mobile_sam or classic (default: auto)",
+        help="auto (cached SAM 2.1, else cached SAM, else SAM 2.1 small/large downloaded, else "
+        "classic), vit_b, vit_l, vit_h, mobile_sam, sam2.1_hiera_tiny, sam2.1_hiera_small, "
+        "sam2.1_hiera_base_plus, sam2.1_hiera_large or classic (default: auto)",
     )
     seg.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
     seg.add_argument(
@@ -288,17 +393,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--out", required=True, help="where to write the mask PNG")
     seg.set_defaults(run=run_segment, parser=seg)
+
+    pre = commands.add_parser(
+        "precompute",
+        help="encode a folder of images into an embedding store the widget opens instantly",
+        description="Encode every image of IMAGES (a folder or a glob) that the store does not "
+        "hold yet. Re-running after an interruption encodes only what is missing.",
+    )
+    pre.add_argument("images", help="a folder of images, or a glob pattern such as 'a/*.jpg'")
+    pre.add_argument(
+        "--store", required=True, help="where: a folder (e.g. emb.zarr) or an fsspec URL"
+    )
+    pre.add_argument("--model", default="vit_b", help="SAM variant (default: vit_b)")
+    pre.add_argument("--checkpoint", default=None, help="a checkpoint file for --model")
+    pre.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray cluster ($RAY_ADDRESS) or a local one, "
+        "one model per GPU (pip install sam-widget[ray])",
+    )
+    pre.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per GPU)")
+    pre.add_argument(
+        "--everything", action="store_true", help="also store automatic masks (COCO RLE)"
+    )
+    pre.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="storage precision (float16: half the bytes, see the README)",
+    )
+    pre.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
+    pre.set_defaults(run=run_precompute, parser=pre)
     return parser
 
 
+DEBUG_ENV = "SAM_WIDGET_DEBUG"  # set to 1 to see the traceback of an error
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())  # messages with steps on several lines, on one
+    if not isinstance(err, (ValueError, OSError, RuntimeError)):  # not one of our messages
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+        text += f" (unexpected; set {DEBUG_ENV}=1 to see where it came from)"
+    return text or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    """Run the ``sam-widget`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Every error is one line on stderr, ``sam-widget COMMAND: error: ...``, with exit status 1
+    (2 for usage errors, 130 for Ctrl-C); ``SAM_WIDGET_DEBUG=1`` shows the traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:  # bad image, prompts, weights: say why
-        print(f"sam-widget {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"sam-widget {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # bad image, prompts, weights, or a bug: one line, no traceback
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"sam-widget {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
 
 

@@ -12,11 +12,21 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - served lazily by __getattr__ below
+    from sam_widget.export_dataset import (  # noqa: F401
+        dataset_to_coco,
+        load_annotations,
+        replay_dataset,
+        save_dataset,
+    )
 
 __all__ = [
     "encode_rle",
@@ -30,7 +40,28 @@ __all__ = [
     "save",
     "load_prompt_log",
     "replay",
+    "write_atomic",
+    "safe_file_name",
+    "target_kind",
+    # dataset exports (sam_widget.export_dataset), reachable here too
+    "dataset_to_coco",
+    "save_dataset",
+    "load_annotations",
+    "replay_dataset",
 ]
+
+_DATASET_NAMES = {"dataset_to_coco", "save_dataset", "load_annotations", "replay_dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    # The dataset exports live in their own module (export_dataset.py imports this one, so a
+    # top-level import here would be circular); ``sw.export.save_dataset`` works all the same.
+    if name in _DATASET_NAMES:
+        from sam_widget import export_dataset
+
+        return getattr(export_dataset, name)
+    raise AttributeError(f"module 'sam_widget.export' has no attribute {name!r}")
+
 
 # --------------------------------------------------------------------------------------------
 # RLE
@@ -229,6 +260,24 @@ def _normalize_masks(
     return mask_list, record_scores, record_prompts
 
 
+def _drop_empty(
+    masks: list[np.ndarray], scores: list[float | None], prompts: list[Any]
+) -> tuple[list[np.ndarray], list[float | None], list[Any]]:
+    """Leave out masks without a single foreground pixel: an empty mask is no object (COCO
+    has no empty annotations, a label image or cut-out of one shows nothing)."""
+    keep = [i for i, m in enumerate(masks) if m.any()]
+    return [masks[i] for i in keep], [scores[i] for i in keep], [prompts[i] for i in keep]
+
+
+def _masks_size(masks: Any, mask_list: list[np.ndarray]) -> tuple[int, int] | None:
+    if mask_list:
+        return mask_list[0].shape  # type: ignore[return-value]
+    shape = getattr(masks, "shape", None)  # an (N, H, W) array with N = 0 still has a size
+    if shape is not None and len(shape) in (2, 3):
+        return int(shape[-2]), int(shape[-1])
+    return None
+
+
 def to_coco(
     masks: Any,
     *,
@@ -236,6 +285,7 @@ def to_coco(
     prompts: Sequence[Any] | None = None,
     image_id: int = 1,
     file_name: str | None = None,
+    image_size: tuple[int, int] | None = None,
     category_id: int = 1,
     category_name: str = "object",
     first_annotation_id: int = 1,
@@ -245,20 +295,27 @@ def to_coco(
     Args:
         masks: (N, H, W) or (H, W) array, a sequence of (H, W) masks, or the automatic mask
             generator's records (dicts with "segmentation", "predicted_iou", "point_coords").
+            Empty masks (no foreground pixel) are left out: nothing to export gives no
+            annotations.
         scores: N predicted-IoU scores (kept as each annotation's "score").
         prompts: N prompt records (e.g. ``{"points": [[x, y, label], ...], "box": [...]}``),
             kept as each annotation's "prompts".
         image_id, file_name: the image entry; file_name defaults to "image.png".
+        image_size: (H, W) of the image entry when ``masks`` cannot tell (an empty list);
+            default: the masks' size.
     Returns:
         ``{"images": [...], "annotations": [...], "categories": [...]}``; each annotation has
         "segmentation" (compressed RLE, counts as str), "area", "bbox" ([x, y, w, h]),
         "iscrowd" 0, "score" and "prompts" (None where unknown).
     """
     mask_list, score_list, prompt_list = _normalize_masks(masks, scores, prompts)
-    if mask_list:
-        height, width = mask_list[0].shape
-    else:
-        height = width = 0
+    size = _masks_size(masks, mask_list)
+    if image_size is not None:
+        if size is not None and tuple(size) != tuple(image_size):
+            raise ValueError(f"image_size is {tuple(image_size)}, but the masks are {size}")
+        size = (int(image_size[0]), int(image_size[1]))
+    height, width = size if size is not None else (0, 0)
+    mask_list, score_list, prompt_list = _drop_empty(mask_list, score_list, prompt_list)
     annotations = []
     for i, (mask, score, prompt) in enumerate(zip(mask_list, score_list, prompt_list, strict=True)):
         rle = encode_rle(mask)
@@ -328,13 +385,18 @@ def to_polygons(mask: Any) -> list[list[np.ndarray]]:
     import contourpy
 
     array = _as_mask(mask)
-    if not array.any():
+    rows = np.flatnonzero(array.any(axis=1))
+    if rows.size == 0:
         return []
-    padded = np.pad(array, 1).astype(np.float64)
-    # z[i, j] is the value at pixel centre (x, y) = (j - 0.5, i - 0.5) once padding is undone
+    cols = np.flatnonzero(array.any(axis=0))
+    # only the bounding box matters (outside it all is background): a small object in a big
+    # image costs what its box costs
+    top, left = int(rows[0]), int(cols[0])
+    padded = np.pad(array[top : rows[-1] + 1, left : cols[-1] + 1], 1).astype(np.float64)
+    # z[i, j] is the value at pixel centre (x, y) = (left + j - 0.5, top + i - 0.5)
     h, w = padded.shape
-    x = np.arange(w, dtype=np.float64) - 0.5
-    y = np.arange(h, dtype=np.float64) - 0.5
+    x = np.arange(w, dtype=np.float64) - 0.5 + left
+    y = np.arange(h, dtype=np.float64) - 0.5 + top
     generator = contourpy.contour_generator(
         x, y, padded, fill_type=contourpy.FillType.OuterOffset, corner_mask=True
     )
@@ -415,7 +477,130 @@ def cutout(image: Any, mask: Any, *, crop: bool = True) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# files: atomic writes, safe names, file-or-folder
+
+
+def _open_temp(path: Path) -> Any:
+    """A new, exclusive temporary file beside ``path`` (same folder, so the rename is atomic;
+    created with ``open`` so it gets the umask's permissions, unlike ``mkstemp``'s 0600)."""
+    return open(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"), "xb")
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str | Iterable[bytes]) -> Path:
+    """Write ``data`` to ``path`` so that ``path`` is never half-written: the bytes go to a
+    temporary file in the same folder, which then replaces ``path`` in one ``os.replace``.
+    On any error (a full disk, an exception while producing the chunks, Ctrl-C) the temporary
+    file is removed and ``path`` is left as it was (absent, or its previous complete content).
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    chunks: Iterable[bytes] = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    f = _open_temp(path)
+    tmp = Path(f.name)
+    try:
+        with f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
+
+
+# names a file may not take on Windows, whatever the extension
+_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
+_UNSAFE_CHARS = re.compile(r"[^\w.\- ]+")
+
+
+def safe_file_name(name: str, default: str = "image") -> str:
+    """``name`` reduced to a plain file name that stays inside any folder it is joined to:
+    the last path component only (``/`` and ``\\`` both split), characters other than
+    letters, digits, ``_ - . space`` replaced by ``_``, no leading dots or trailing dots and
+    spaces, not a Windows device name, at most 200 characters; ``default`` if nothing is left.
+    """
+    base = re.split(r"[\\/]", str(name))[-1]
+    clean = _UNSAFE_CHARS.sub("_", base).strip(" .")
+    clean = clean.lstrip(".")[:200].rstrip(" .")
+    if not clean:
+        clean = default
+    if clean.split(".")[0].lower() in _RESERVED:
+        clean = "_" + clean
+    return clean
+
+
+def _inside(folder: Path, name: Any, what: str) -> Path:
+    """``folder / name``, refusing names that would leave ``folder`` (absolute paths, ``..``,
+    links pointing out): a prompt log or a caller cannot make us read or write elsewhere."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{what} must be a non-empty file name, got {str(name)[:200]!r}")
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if path == root or root not in path.parents:
+        raise ValueError(
+            f"{what} {name[:200]!r} points outside the folder {folder}; use a plain file name "
+            "such as 'image.png'"
+        )
+    return path
+
+
+# what ``target_kind`` reads from a path's suffix; any other name is a folder name, except the
+# suffixes of common file formats we do not write (a typo for a format, not a folder name)
+FILE_SUFFIXES = {".json": "json", ".png": "png", ".npy": "npy", ".npz": "npz"}
+_OTHER_FILE_SUFFIXES = {
+    *(".txt .csv .tsv .jpg .jpeg .tif .tiff .bmp .gif .webp .pdf .svg .xml .yaml .yml".split()),
+    *(".zip .tar .gz .pkl .pt .pth .h5 .mat .ipynb .py .html".split()),
+}
+
+
+def target_kind(path: str | os.PathLike[str]) -> str:
+    """Whether saving to ``path`` means a folder ("folder") or one file ("json", "png",
+    "npy", "npz").
+
+    An existing folder, a path ending in a separator, or a name whose suffix is not a file
+    format is a folder, so a new folder may have dots in its name ("run.v2", "2024.06.01").
+    A format we do not write (".txt", ".jpg"...) or an existing file of another kind is a
+    ``ValueError`` that lists the choices.
+    """
+    text = os.fspath(path)
+    p = Path(text)
+    if p.is_dir() or text.endswith(("/", os.sep)):
+        return "folder"
+    suffix = p.suffix.lower()
+    kind = FILE_SUFFIXES.get(suffix)
+    if kind is not None:
+        return kind
+    if suffix in _OTHER_FILE_SUFFIXES or p.exists():
+        what = "is an existing file" if p.exists() else f"has the file suffix {suffix}"
+        raise ValueError(
+            f"cannot save to {p.name!r}: it {what}; use .json, .png, .npy or .npz for one file, "
+            "or a folder (any other name, or one ending in '/')"
+        )
+    return "folder"
+
+
+# --------------------------------------------------------------------------------------------
 # everything at once
+
+
+def _png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA array."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save(
@@ -432,61 +617,53 @@ def save(
     """Write an image's objects in every format to ``folder`` (created if needed).
 
     Files: ``image.png`` (the RGB image as segmented), ``annotations.json`` (COCO, see
-    ``to_coco``), ``labels.png`` (``label_image``), ``polygons.json`` (per object, rings of
-    [x, y]), ``cutouts/object_001.png``... (RGBA, cropped), and ``prompts.json``: the prompt
-    log (per object its prompts and score, plus ``log``, the raw event list if given) from
-    which the objects can be reproduced on the same image.
+    ``to_coco``), ``labels.png`` (``label_image``; all zero without objects), ``polygons.json``
+    (per object, rings of [x, y]), ``cutouts/object_001.png``... (RGBA, cropped), and
+    ``prompts.json``: the prompt log (per object its prompts and score, plus ``log``, the raw
+    event list if given) from which the objects can be reproduced on the same image.
+
+    Empty masks are left out (as in ``to_coco``); with no objects at all the folder is still
+    complete (every file, an empty ``cutouts/``) and replays to no objects. Everything is
+    checked before the first file is written, and each file is written atomically
+    (``write_atomic``). ``file_name`` must be a plain name: it cannot lead out of ``folder``.
 
     Returns the written paths by kind.
     """
-    from PIL import Image
+    import hashlib
 
     from sam_widget.images import to_rgb
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    image_path = _inside(folder, file_name, "file_name")
+    if image_path.suffix.lower() != ".png":
+        raise ValueError(f"file_name {file_name!r} must end in .png (the image is saved as PNG)")
+    if image_path.name in {"annotations.json", "labels.png", "polygons.json", "prompts.json"}:
+        raise ValueError(f"file_name {file_name!r} is taken by one of the exported files")
     rgb = to_rgb(image)
     mask_list, score_list, prompt_list = _normalize_masks(masks, scores, prompts)
     for i, mask in enumerate(mask_list):
         if mask.shape != rgb.shape[:2]:
             raise ValueError(f"masks[{i}] is {mask.shape}, the image is {rgb.shape[:2]}")
+    mask_list, score_list, prompt_list = _drop_empty(mask_list, score_list, prompt_list)
+    height, width = rgb.shape[:2]
 
-    paths: dict[str, Path] = {}
-    paths["image"] = folder / file_name
-    Image.fromarray(rgb).save(paths["image"])
-
-    coco = to_coco(mask_list, scores=score_list, prompts=prompt_list, file_name=file_name)
-    paths["annotations"] = folder / "annotations.json"
-    paths["annotations"].write_text(json.dumps(coco, indent=1))
-
-    paths["polygons"] = folder / "polygons.json"
-    paths["polygons"].write_text(
-        json.dumps(
-            [
-                {"id": i + 1, "polygons": _polygons_json(to_polygons(mask))}
-                for i, mask in enumerate(mask_list)
-            ]
-        )
+    coco = to_coco(
+        mask_list,
+        scores=score_list,
+        prompts=prompt_list,
+        file_name=file_name,
+        image_size=(height, width),
     )
-
-    if mask_list:
-        paths["labels"] = folder / "labels.png"
-        paths["labels"].write_bytes(label_image(mask_list, png=True))  # type: ignore[arg-type]
-        cut_dir = folder / "cutouts"
-        cut_dir.mkdir(exist_ok=True)
-        for i, mask in enumerate(mask_list):
-            path = cut_dir / f"object_{i + 1:03d}.png"
-            Image.fromarray(cutout(rgb, mask), "RGBA").save(path)
-            paths[f"cutout_{i + 1}"] = path
-
-    import hashlib
-
+    polygons = [
+        {"id": i + 1, "polygons": _polygons_json(to_polygons(mask))}
+        for i, mask in enumerate(mask_list)
+    ]
     prompt_log = {
         "version": 1,
         "image": {
             "file_name": file_name,
-            "height": int(rgb.shape[0]),
-            "width": int(rgb.shape[1]),
+            "height": int(height),
+            "width": int(width),
             "sha256": hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest(),
         },
         "objects": [
@@ -496,8 +673,30 @@ def save(
         "log": _jsonable(list(log)) if log is not None else [],
         **_jsonable(dict(extra or {})),
     }
-    paths["prompts"] = folder / "prompts.json"
-    paths["prompts"].write_text(json.dumps(prompt_log, indent=1))
+    # serialised before anything is written: a value JSON refuses fails here, not half-way
+    texts = {
+        "annotations": json.dumps(coco, indent=1),
+        "polygons": json.dumps(polygons),
+        "prompts": json.dumps(prompt_log, indent=1),
+    }
+    labels = (
+        label_image(mask_list, png=True) if mask_list else _png(np.zeros((height, width), np.uint8))
+    )
+
+    paths: dict[str, Path] = {}
+    cut_dir = folder / "cutouts"
+    cut_dir.mkdir(parents=True, exist_ok=True)
+    paths["image"] = write_atomic(folder / file_name, _png(rgb))
+    paths["labels"] = write_atomic(folder / "labels.png", labels)  # type: ignore[arg-type]
+    for i, mask in enumerate(mask_list):
+        path = cut_dir / f"object_{i + 1:03d}.png"
+        paths[f"cutout_{i + 1}"] = write_atomic(path, _png(cutout(rgb, mask)))
+    for stale in cut_dir.glob("object_*.png"):  # cut-outs of a previous, larger save
+        if stale not in paths.values():
+            stale.unlink()
+    paths["polygons"] = write_atomic(folder / "polygons.json", texts["polygons"])
+    paths["prompts"] = write_atomic(folder / "prompts.json", texts["prompts"])
+    paths["annotations"] = write_atomic(folder / "annotations.json", texts["annotations"])
     return paths
 
 
@@ -526,7 +725,8 @@ def replay(
     y1] | None, "multimask": bool (default True), "selected": int (default: the best score)}``,
     or ``{"steps": [record, ...]}`` for an object refined over several prompts, where each
     step's selected low-res logits are fed to the next as ``mask_input`` (what the widget does
-    with ``refine=True``).
+    with ``refine=True``). A record's ``strokes`` (brush and eraser edits, see
+    ``sam_widget.strokes``) are applied to the mask after its prompts.
 
     Args:
         source: a folder written by ``save``, its prompts.json, or the log dict.
@@ -546,7 +746,7 @@ def replay(
         if isinstance(source, Mapping):
             raise ValueError("replay from a dict needs the image")
         folder = Path(source) if Path(source).is_dir() else Path(source).parent
-        image = folder / log["image"]["file_name"]
+        image = _inside(folder, log.get("image", {}).get("file_name"), "the log's image file_name")
     rgb = to_rgb(image)
     expected = log.get("image", {}).get("sha256")
     actual = hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()
@@ -555,9 +755,14 @@ def replay(
             "this is not the image the prompt log was made on (its pixels differ); pass the "
             "original image"
         )
+    return _replay_objects(engine, rgb, log.get("objects", []))
+
+
+def _replay_objects(engine: Any, rgb: np.ndarray, objects: Sequence[Mapping[str, Any]]) -> list:
+    """Each object's prompt record replayed on ``rgb`` (see ``replay``); one mask each."""
     engine.set_image(rgb)
     masks = []
-    for obj in log.get("objects", []):
+    for obj in objects:
         record = obj.get("prompts") or {}
         steps = record.get("steps") or [record]
         mask_input = None
@@ -577,5 +782,9 @@ def replay(
             k = int(np.argmax(scores)) if k is None else int(k)
             mask = np.asarray(prediction.masks[k], dtype=bool)
             mask_input = np.asarray(prediction.logits)[k : k + 1]
+        if record.get("strokes"):  # brush/eraser edits made after the prompts
+            from sam_widget.strokes import apply_strokes
+
+            mask = apply_strokes(mask, record["strokes"])
         masks.append(mask)
     return masks

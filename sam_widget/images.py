@@ -17,6 +17,12 @@ How values are read (documented here because they are decisions, not accidents):
 - PIL images in any mode (1, L, P, LA, PA, RGB, RGBA, CMYK, YCbCr, LAB, HSV, I, I;16, F),
   with EXIF orientation applied; str / Path are opened with PIL.
 - channels-first arrays (3, H, W) are refused with a hint, not guessed at.
+- arrays in OpenCV's BGR / BGRA order: pass ``image_format="BGR"``.
+- torch tensors on any device and of any dtype (bfloat16 included); channels last.
+- files (a path, their bytes, a binary file object) are decoded with raster decoders only
+  (``FORMATS``: no EPS/PostScript, which would run Ghostscript); a multi-frame file (GIF,
+  animated PNG, TIFF stack) gives its first frame with a warning; whatever a corrupt file
+  makes PIL raise becomes an ``ImageError``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageError", "MAX_PIXELS", "to_rgb"]
+__all__ = ["FORMATS", "ImageError", "MAX_PIXELS", "to_rgb"]
 
 # The largest image we accept, in pixels: PIL's own decompression-bomb error threshold
 # (2 x Image.MAX_IMAGE_PIXELS = 2 x 89,478,485), about 13,400 x 13,400. SAM works at
@@ -161,65 +167,203 @@ def _from_pil(image: Any, max_pixels: int) -> np.ndarray:
     return _from_array(np.asarray(image.convert("RGB")), max_pixels)
 
 
-def _open_path(path: str | os.PathLike[str], max_pixels: int) -> np.ndarray:
+# The decoders we let PIL use: raster formats only. Everything else PIL can open is refused
+# before any plugin runs, above all EPS / PostScript, whose "decoder" runs Ghostscript on the
+# file (an interpreter of a programming language), and rare formats whose plugins see little
+# use (a larger attack surface for a file a user was sent). MPO (the JPEG variant of phone
+# cameras) is opened by the JPEG plugin.
+FORMATS = (
+    "PNG",
+    "JPEG",
+    "GIF",
+    "BMP",
+    "DIB",
+    "TIFF",
+    "WEBP",
+    "AVIF",
+    "JPEG2000",
+    "PPM",
+    "TGA",
+    "ICO",
+    "QOI",
+)
+
+
+def _available_formats() -> list[str]:
+    """``FORMATS`` that this Pillow has plugins for (AVIF needs Pillow 11.3+; Image.open
+    fails on a format id it does not know)."""
+    from PIL import Image
+
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
+
+
+# how a file begins, for naming formats we refuse
+_REFUSED_MAGIC = {
+    b"%!PS": "PostScript/EPS (opening it would run Ghostscript)",
+    b"\xc5\xd0\xd3\xc6": "EPS (opening it would run Ghostscript)",
+    b"%PDF": "PDF",
+    b"8BPS": "Photoshop (PSD)",
+}
+
+
+def _refused_kind(head: bytes) -> str | None:
+    for magic, kind in _REFUSED_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def _decode(source: Any, what: str, max_pixels: int) -> np.ndarray:
+    """Decode a file (path or binary file object) with the allowed decoders only; every
+    error PIL (or a plugin) raises on a corrupt file becomes an ``ImageError``."""
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.exists(path):
-        raise ImageError(f"image file not found: {os.fspath(path)}")
-    if os.path.isdir(path):
-        raise ImageError(f"{os.fspath(path)} is a folder, not an image file")
     try:
         with warnings.catch_warnings():
             # we apply our own limit (max_pixels) right after the header is read
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(image.size[1], image.size[0], max_pixels, os.fspath(path))
+            with Image.open(source, formats=_available_formats()) as image:
+                _check_size(image.size[1], image.size[0], max_pixels, what)
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1 and image.format != "MPO":  # MPO: a photo plus its previews
+                    warnings.warn(
+                        f"{what} has {frames} frames (an animation or a stack); using the "
+                        "first. Open it with PIL and pass the frame you want to use another.",
+                        stacklevel=4,
+                    )
                 image.load()
                 return _from_pil(image, max_pixels)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as e:
-        raise ImageError(
-            f"{os.fspath(path)} is too large to open safely ({e}). Downscale it first."
-        ) from None
+        raise ImageError(f"{what} is too large to open safely ({e}). Downscale it first.") from None
     except UnidentifiedImageError:
+        head = b""
+        try:
+            if isinstance(source, (str, os.PathLike)):
+                with open(source, "rb") as f:
+                    head = f.read(8)
+            else:
+                source.seek(0)
+                head = source.read(8)
+        except (OSError, AttributeError, ValueError):
+            pass
+        kind = _refused_kind(head)
+        if kind is not None:
+            raise ImageError(
+                f"{what} is {kind}, which sam-widget does not open; convert it to PNG or JPEG first"
+            ) from None
         raise ImageError(
-            f"{os.fspath(path)} is not an image PIL can read (unknown or corrupt format)"
+            f"{what} is not an image PIL can read (unknown or corrupt format; sam-widget "
+            f"reads {', '.join(FORMATS)})"
         ) from None
-    except OSError as e:  # truncated files and the like
-        raise ImageError(f"{os.fspath(path)} could not be read: {e}") from None
+    except MemoryError:
+        raise ImageError(f"{what} could not be read: it needs more memory than is free") from None
+    except Exception as e:  # truncated and corrupt files: OSError, ValueError, SyntaxError,
+        # struct.error, IndexError, ... (whatever the plugin's parser tripped on)
+        if isinstance(e, OSError) and e.errno is not None:  # the file system, not the bytes
+            raise ImageError(f"{what} could not be read: {e.strerror}") from None
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ImageError(
+            f"{what} could not be read: it is truncated or corrupt ({type(e).__name__}"
+            + (f": {detail}" if detail else "")
+            + ")"
+        ) from None
 
 
-def to_rgb(image: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def _open_path(path: str | os.PathLike[str], max_pixels: int) -> np.ndarray:
+    if not os.path.exists(path):
+        raise ImageError(f"image file not found: {os.fspath(path)}")
+    if os.path.isdir(path):
+        raise ImageError(f"{os.fspath(path)} is a folder, not an image file")
+    return _decode(path, os.fspath(path), max_pixels)
+
+
+def _open_bytes(data: Any, max_pixels: int) -> np.ndarray:
+    import io
+
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if len(data) == 0:
+            raise ImageError("the image data is empty (0 bytes)")
+        data = io.BytesIO(bytes(data))
+    return _decode(data, "the image data", max_pixels)
+
+
+def _from_tensor(image: Any) -> np.ndarray:
+    """A torch tensor (any device, any dtype numpy lacks, such as bfloat16) as numpy."""
+    image = image.detach()
+    if str(getattr(image, "dtype", "")) in (
+        "torch.bfloat16",
+        "torch.float8_e4m3fn",
+        "torch.float8_e5m2",
+    ):
+        image = image.float()  # numpy has no such dtype; float32 holds every value exactly
+    return np.asarray(image.cpu())
+
+
+_IMAGE_FORMATS = ("RGB", "BGR")
+
+
+def _bgr_to_rgb(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        order = [2, 1, 0] + ([3] if array.shape[2] == 4 else [])
+        return array[..., order]
+    return array  # gray (+ alpha): no colour order
+
+
+def to_rgb(image: Any, *, max_pixels: int = MAX_PIXELS, image_format: str = "RGB") -> np.ndarray:
     """Normalize an image to RGB uint8.
 
     Args:
         image: numpy array (H, W), (H, W, 1|2|3|4) of uint8 / uint16 / other ints / float /
-            bool; a PIL image in any mode; a path (str or os.PathLike) to an image file; or
-            anything with ``__array__`` (e.g. a CPU torch tensor laid out (H, W, C)).
+            bool; a PIL image in any mode; a path (str or os.PathLike) to an image file, or
+            the file's bytes / a binary file object (only raster formats are decoded: see
+            ``FORMATS``; a multi-frame file gives its first frame, with a warning); or
+            anything with ``__array__`` (e.g. a torch tensor laid out (H, W, C), on any
+            device, bfloat16 included).
         max_pixels: refuse larger images (decompression-bomb guard).
+        image_format: "RGB" or "BGR": the channel order of an array (OpenCV's ``cv2.imread``
+            gives BGR, and BGRA for 4 channels). Files and PIL images know their order, so
+            "BGR" with one of those is refused.
     Returns:
         (H, W, 3) uint8, C-contiguous. A uint8 RGB input is returned without copying.
     Raises:
         ImageError: with what is wrong and what to do.
     """
-    if isinstance(image, (str, os.PathLike)):
-        return _open_path(image, max_pixels)
+    fmt = str(image_format).upper() if isinstance(image_format, str) else image_format
+    if fmt not in _IMAGE_FORMATS:
+        raise ValueError(f'image_format must be "RGB" or "BGR", got {str(image_format)[:50]!r}')
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None  # noqa: N806
-    if Image is not None and isinstance(image, Image.Image):
+    is_pil = Image is not None and isinstance(image, Image.Image)
+    is_file = isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)) or (
+        hasattr(image, "read") and not hasattr(image, "__array__")
+    )
+    if fmt == "BGR" and (is_pil or is_file):
+        raise ImageError(
+            'image_format="BGR" is for arrays (such as cv2.imread\'s); a file or PIL image '
+            'knows its own channel order: leave image_format at "RGB"'
+        )
+    if isinstance(image, (str, os.PathLike)):
+        return _open_path(image, max_pixels)
+    if is_file:
+        return _open_bytes(image, max_pixels)
+    if is_pil:
         return _from_pil(image, max_pixels)
     if image is None:
         raise ImageError("no image given (got None)")
     if isinstance(image, np.ndarray):
         array = image
     elif hasattr(image, "__array__"):
-        if hasattr(image, "detach"):  # torch tensors
-            image = image.detach().cpu()
-        array = np.asarray(image)
+        array = _from_tensor(image) if hasattr(image, "detach") else np.asarray(image)
     else:
         raise ImageError(
             f"cannot read an image from {type(image).__name__}; pass a numpy array, a PIL "
             "image or a file path"
         )
+    if fmt == "BGR":
+        array = _bgr_to_rgb(array)
     return _from_array(array, max_pixels)

@@ -1,10 +1,14 @@
-"""Official SAM / MobileSAM checkpoints: where they come from, where they live, how they load.
+"""Official SAM / MobileSAM / SAM 2.1 checkpoints: where they come from, where they live, how
+they load.
 
 This module is the only place that touches checkpoint files. It knows each official file's URL,
 byte size and checksums (``REGISTRY``), finds a copy on disk without touching the network
 (``find_checkpoint``), downloads one safely (``download``: temporary file beside the target,
 size + SHA-256 + MD5-prefix check, atomic rename), and loads it into our own ``Sam`` modules
-(``load_model``) with ``torch.load(..., map_location="cpu", weights_only=True)``.
+(``load_model``) with ``torch.load(..., map_location="cpu", weights_only=True)``. A SAM 2.1
+file is the official ``{"model": state_dict}``; its video-only entries
+(``sam_widget.models.sam2.VIDEO_ONLY_KEYS``) are the only ones set aside, everything else loads
+strictly.
 
 Safety: a ``.pth`` file is a pickle, and a pickle can run code. Before torch sees a file we walk
 its pickle opcodes (``scan_pickle``) and refuse anything that imports more than the handful of
@@ -20,12 +24,16 @@ download into the first of those two directories.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
+import json
 import os
 import pickletools
 import re
+import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -48,6 +56,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "scan_pickle",
+    "verify_cached",
     "verify_file",
 ]
 
@@ -63,7 +72,7 @@ class CheckpointError(RuntimeError):
 class Checkpoint:
     """One downloadable checkpoint file."""
 
-    variant: str  # "vit_b" | "vit_l" | "vit_h" | "mobile_sam"
+    variant: str  # "vit_b" | "vit_l" | "vit_h" | "mobile_sam" | "sam2.1_hiera_*"
     filename: str  # the file's name on disk (the official name)
     url: str  # where to download it
     size: int | None  # exact byte size, None where no public source establishes it
@@ -124,10 +133,35 @@ REGISTRY: dict[str, Checkpoint] = {
         homepage="https://github.com/ChaoningZhang/MobileSAM",
     ),
 }
+# SAM 2.1 (facebookresearch/sam2 README "Download Checkpoints", checkpoints/download_ckpts.sh:
+# the 092824 release). Meta publishes no checksum for these files, and no public source we
+# found pins their exact byte sizes (only rounded MB figures), so size and SHA-256 are None:
+# a download is checked for being a complete, plain torch archive (``_scan_file``) and the
+# loaded state dict for having exactly the model's keys and shapes (``load_model``).
+_FAIR_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+for _name in ("tiny", "small", "base_plus", "large"):
+    _variant = f"sam2.1_hiera_{_name}"
+    REGISTRY[_variant] = Checkpoint(
+        variant=_variant,
+        filename=f"{_variant}.pt",
+        url=f"{_FAIR_SAM2}{_variant}.pt",
+        size=None,
+        sha256=None,
+        homepage="https://github.com/facebookresearch/sam2#download-checkpoints",
+    )
+del _name, _variant
 VARIANTS = tuple(REGISTRY)
+SAM2_VARIANTS = tuple(v for v in VARIANTS if v.startswith("sam2."))
 
 # ViT image encoders by (number of blocks, embedding width); see segment_anything/build_sam.py.
 _VIT_SHAPES = {(12, 768): "vit_b", (24, 1024): "vit_l", (32, 1280): "vit_h"}
+# Hiera trunks by (number of blocks, stage-1 width); see sam2's configs/sam2.1/*.yaml.
+_HIERA_SHAPES = {
+    (12, 96): "sam2.1_hiera_tiny",
+    (16, 96): "sam2.1_hiera_small",
+    (24, 112): "sam2.1_hiera_base_plus",
+    (48, 144): "sam2.1_hiera_large",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,19 +199,25 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
+def _candidates(entry: Checkpoint) -> list[Path]:
+    """The files named like ``entry`` in the search folders whose size is the official one."""
+    found = []
+    for directory in _search_dirs():
+        path = directory / entry.filename
+        if path.is_file() and (entry.size is None or path.stat().st_size == entry.size):
+            found.append(path)
+    return found
+
+
 def find_checkpoint(variant: str) -> Path | None:
     """The checkpoint file for ``variant`` on this machine, or None; never uses the network.
 
     Looks in ``$SAM_WIDGET_CHECKPOINT_DIR`` and then in ``torch.hub.get_dir()/checkpoints``
     for the official file name. A file whose size differs from the official size (an
-    interrupted copy) is skipped.
+    interrupted copy) is skipped. Its bytes are checked when it is loaded (``verify_cached``).
     """
-    entry = _entry(variant)
-    for directory in _search_dirs():
-        path = directory / entry.filename
-        if path.is_file() and (entry.size is None or path.stat().st_size == entry.size):
-            return path
-    return None
+    found = _candidates(_entry(variant))
+    return found[0] if found else None
 
 
 def _manual_steps(entry: Checkpoint) -> str:
@@ -251,6 +291,105 @@ def verify_file(path: str | os.PathLike[str], variant: str) -> None:
     _check_digests(entry, path.stat().st_size, sha, md5, str(path))
 
 
+def _record_path(path: Path) -> Path:
+    """The sidecar that remembers a verified file: ``.<name>.verified`` beside it."""
+    return path.with_name(f".{path.name}.verified")
+
+
+def _stat_key(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _remember_verified(path: Path, entry: Checkpoint, key: dict[str, int]) -> None:
+    """Write the sidecar (best effort: in a read-only folder the file is verified each time)."""
+    record = _record_path(path)
+    tmp = record.with_name(record.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({**key, "sha256": entry.sha256}))
+        os.replace(tmp, record)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _is_remembered(path: Path, entry: Checkpoint, key: dict[str, int]) -> bool:
+    try:
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record == {**key, "sha256": entry.sha256}
+
+
+def verify_cached(path: str | os.PathLike[str], variant: str) -> None:
+    """``verify_file``, remembered: once a file's size, SHA-256 and MD5 prefix matched, a
+    sidecar ``.<name>.verified`` records its size, modification time and inode, and later calls
+    cost one ``stat`` until any of those change (a rewrite, a copy, an edit)."""
+    entry = _entry(variant)
+    path = Path(path)
+    if entry.sha256 is None and entry.md5_prefix is None and entry.size is None:
+        return
+    key = _stat_key(path)
+    if _is_remembered(path, entry, key):
+        return
+    verify_file(path, variant)
+    _remember_verified(path, entry, key)
+
+
+def _move_aside(path: Path, problem: CheckpointError) -> Path:
+    """Rename a cached file that failed verification (kept, for a look, never loaded) and
+    say so; a folder we cannot write to is an error naming it."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        raise CheckpointError(
+            f"{path} is not the official file and cannot be moved aside ({e.strerror}: the "
+            f"folder {path.parent} is not writable). Delete or replace it by hand.\n"
+            + str(problem).split("\n", 1)[0]
+        ) from None
+    try:
+        _record_path(path).unlink()
+    except OSError:
+        pass
+    import warnings
+
+    reason = str(problem).split(". The file", 1)[0]
+    warnings.warn(
+        f"{reason}. Its bytes are not the official ones (changed on disk, or a bad copy): it "
+        f"was moved aside to {aside} and will not be loaded.",
+        stacklevel=3,
+    )
+    return aside
+
+
+def _folder_error(
+    folder: Path, e: OSError, entry: Checkpoint, received: int = 0
+) -> CheckpointError:
+    """A write failure in the checkpoint folder, said as what it is: a full disk, a
+    read-only folder, or another OS error, naming the folder."""
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        need = f"{entry.size / 2**20:,.0f} MiB" if entry.size else "more"
+        after = f" after {received:,} bytes" if received else ""
+        return CheckpointError(
+            f"the disk holding the checkpoint folder {folder} is full{after} "
+            f"({entry.filename} needs {need}); nothing was saved. Free some space, or set "
+            f"{ENV_DIR} to a folder on another disk."
+        )
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return CheckpointError(
+            f"the checkpoint folder {folder} is read-only ({e.strerror}); nothing was saved. "
+            f"Set {ENV_DIR} to a writable folder, or download the file by hand.\n"
+            + _manual_steps(entry)
+        )
+    return CheckpointError(
+        f"cannot write to the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable folder."
+    )
+
+
 def download(
     variant: str,
     *,
@@ -274,30 +413,48 @@ def download(
         and target.is_file()
         and (entry.size is None or target.stat().st_size == entry.size)
     ):
-        return target
+        try:
+            verify_cached(target, variant)
+            return target
+        except CheckpointError as problem:
+            _move_aside(target, problem)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if entry.size is not None and shutil.disk_usage(folder).free < entry.size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
     except OSError as e:
-        raise CheckpointError(
-            f"cannot write to the checkpoint folder {folder}: {e}. Set {ENV_DIR} to a writable "
-            "folder."
-        ) from e
+        raise _folder_error(folder, e, entry) from e
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            sha, md5, received = _fetch(entry, out, progress=progress, timeout=timeout)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sha, md5, received = _fetch(
+                    entry, out, progress=progress, timeout=timeout, folder=folder
+                )
+        except OSError as e:  # closing flushes the last bytes: the disk can fill up there too
+            raise _folder_error(folder, e, entry) from e
         _check_digests(entry, received, sha, md5, f"the download from {entry.url}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    _remember_verified(target, entry, _stat_key(target))  # just hashed while downloading
     return target
 
 
+def _too_large(entry: Checkpoint, sent: str) -> CheckpointError:
+    return CheckpointError(
+        f"{entry.url} {sent}, more than the official {entry.filename} has ({entry.size:,} "
+        "bytes); the download was stopped there and nothing was saved. That address no longer "
+        "serves the official file.\n" + _manual_steps(entry)
+    )
+
+
 def _fetch(
-    entry: Checkpoint, out: IO[bytes], *, progress: bool, timeout: float
+    entry: Checkpoint, out: IO[bytes], *, progress: bool, timeout: float, folder: Path
 ) -> tuple[str, str, int]:
-    """Stream ``entry.url`` into ``out``; returns (sha256, md5, bytes received)."""
+    """Stream ``entry.url`` into ``out``; returns (sha256, md5, bytes received). Stops as soon
+    as more bytes than the registry's size arrive; write errors name ``folder``."""
     from tqdm.auto import tqdm
 
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -306,6 +463,8 @@ def _fetch(
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
+            if length and length.isdigit() and entry.size is not None and int(length) > entry.size:
+                raise _too_large(entry, f"announces {int(length):,} bytes")
             total = int(length) if length and length.isdigit() else entry.size
             with tqdm(
                 total=total,
@@ -316,10 +475,18 @@ def _fetch(
                 disable=not progress,
             ) as bar:
                 while True:
-                    chunk = response.read(1 << 20)
+                    want = 1 << 20
+                    if entry.size is not None:  # one byte past the size is enough to know
+                        want = min(want, entry.size - received + 1)
+                    chunk = response.read(want)
                     if not chunk:
                         break
-                    out.write(chunk)
+                    if entry.size is not None and received + len(chunk) > entry.size:
+                        raise _too_large(entry, f"sent over {entry.size:,} bytes")
+                    try:
+                        out.write(chunk)
+                    except OSError as e:
+                        raise _folder_error(folder, e, entry, received) from e
                     sha.update(chunk)
                     md5.update(chunk)
                     received += len(chunk)
@@ -546,6 +713,10 @@ def describe_state_dict(state: Mapping[str, Any]) -> str:
     keys = list(state)
     if any(k.startswith("image_encoder.layers.") for k in keys):
         return "a TinyViT image encoder (image_encoder.layers.*)"
+    hiera = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if hiera is not None and hasattr(hiera, "shape"):
+        blocks = _count_blocks(keys, "image_encoder.trunk.blocks.")
+        return f"a Hiera trunk of {blocks} blocks, stage-1 width {int(hiera.shape[0])}"
     proj = state.get("image_encoder.patch_embed.proj.weight")
     if proj is not None and hasattr(proj, "shape"):
         blocks = _count_blocks(keys, "image_encoder.blocks.")
@@ -566,6 +737,10 @@ def identify_state_dict(state: Mapping[str, Any]) -> str | None:
         k.startswith("mask_decoder.") for k in keys
     ):
         return "mobile_sam"
+    hiera = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if hiera is not None and hasattr(hiera, "shape"):
+        blocks = _count_blocks(keys, "image_encoder.trunk.blocks.")
+        return _HIERA_SHAPES.get((blocks, int(hiera.shape[0])))
     proj = state.get("image_encoder.patch_embed.proj.weight")
     if proj is None or not hasattr(proj, "shape"):
         return None
@@ -576,13 +751,20 @@ def _expected_description(variant: str) -> str:
     for (blocks, width), name in _VIT_SHAPES.items():
         if name == variant:
             return f"{blocks} blocks of width {width}"
+    for (blocks, width), name in _HIERA_SHAPES.items():
+        if name == variant:
+            return f"a Hiera trunk of {blocks} blocks, stage-1 width {width}"
     return "a TinyViT image encoder" if variant == "mobile_sam" else variant
 
 
 def _resolve(variant: str, progress: bool) -> Path:
-    found = find_checkpoint(variant)
-    if found is not None:
-        return found
+    """A verified cached copy (one whose bytes changed is moved aside), else a download."""
+    for path in _candidates(_entry(variant)):
+        try:
+            verify_cached(path, variant)
+            return path
+        except CheckpointError as problem:
+            _move_aside(path, problem)
     return download(variant, progress=progress)
 
 
@@ -612,9 +794,10 @@ def load_model(
     """Build ``variant`` (``sam_widget.models.build_sam``) and load official weights into it.
 
     Args:
-        variant: "vit_b", "vit_l", "vit_h" or "mobile_sam", or a model config accepted by
-            ``build_sam`` (its ``variant`` name picks the registry entry when no
-            ``checkpoint`` is given).
+        variant: "vit_b", "vit_l", "vit_h", "mobile_sam", "sam2.1_hiera_tiny",
+            "sam2.1_hiera_small", "sam2.1_hiera_base_plus" or "sam2.1_hiera_large", or a model
+            config accepted by ``build_sam`` (its ``variant`` name picks the registry entry
+            when no ``checkpoint`` is given).
         checkpoint: a path to a checkpoint file; when None the file is found with
             ``find_checkpoint`` or downloaded (``download``).
         device: where to put the model ("cpu", "cuda", a torch.device); default: CUDA, then
@@ -646,6 +829,18 @@ def load_model(
         raise CheckpointError(f"checkpoint not found: {path}.{hint}")
 
     state = load_state_dict(path)
+    from sam_widget.models import build_sam
+    from sam_widget.models.sam2 import Sam2, is_video_only_key
+
+    model = build_sam(variant)
+    ignored: list[str] = []
+    if isinstance(model, Sam2):
+        # the official SAM 2.1 file: {"model": state_dict}; set aside the video-only entries
+        inner = state.get("model")
+        if isinstance(inner, Mapping) and len(state) == 1:
+            state = dict(inner)
+        ignored = sorted(k for k in state if is_video_only_key(k))
+        state = {k: v for k, v in state.items() if not is_video_only_key(k)}
     found = identify_state_dict(state)
     if name in REGISTRY and found is not None and found != name:
         raise CheckpointError(
@@ -655,9 +850,6 @@ def load_model(
             f"use the {name} file ({REGISTRY[name].filename})."
         )
 
-    from sam_widget.models import build_sam
-
-    model = build_sam(variant)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -680,6 +872,7 @@ def load_model(
             f"{_short_list(mismatched)}"
         )
     model.load_state_dict(state, strict=True)
+    model.ignored_checkpoint_keys = ignored  # for the curious: what the video model had more
     if finetuned is not None:
         from sam_widget.train.checkpoint import load as apply_finetuned
 

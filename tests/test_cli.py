@@ -211,3 +211,73 @@ def test_demo_serves_the_quickstart_and_stops(tmp_path, where):
     assert process.returncode == 0, "".join(log) + rest
     with pytest.raises(ConnectionRefusedError):  # JupyterLab stopped with the command
         socket.create_connection(("127.0.0.1", port), timeout=10).close()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            KeyError("mask_decoder.x"),
+            "KeyError: 'mask_decoder.x' (unexpected; set SAM_WIDGET_DEBUG",
+        ),
+        (
+            RuntimeError("no weights.\nTo get them, download\n    https://x/y.pth\nand retry"),
+            "error: no weights. To get them, download https://x/y.pth and retry",
+        ),
+        (MemoryError(), "error: MemoryError (unexpected"),
+    ],
+)
+def test_errors_are_one_line_never_a_traceback(photo, tmp_path, capsys, monkeypatch, error, shown):
+    import sam_widget.engines
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(sam_widget.engines, "resolve_engine", fail)
+    argv = ["segment", str(photo[0]), "--point", "5,5", "--out", str(tmp_path / "m.png")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("sam-widget segment: ") and shown in err
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")  # the traceback, for whoever debugs it
+    with pytest.raises(type(error)):
+        cli.main(argv)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(photo, tmp_path, capsys, monkeypatch):
+    import sam_widget.engines
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sam_widget.engines, "resolve_engine", interrupted)
+    argv = ["segment", str(photo[0]), "--point", "5,5", "--out", str(tmp_path / "m.png")]
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == "sam-widget segment: interrupted\n"
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http", "1e3"])
+def test_demo_port_out_of_range_is_a_usage_error(tmp_path, capsys, port):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--port", port, "--no-browser", "--dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert f"{port!r} is not a port: use a number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_demo_port_in_use_is_refused_before_jupyterlab_starts(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: started.append(a))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = cli.main(["demo", "--port", str(port), "--no-browser", "--dir", str(tmp_path)])
+    assert code == 1 and started == []
+    err = capsys.readouterr().err
+    assert err == (
+        f"sam-widget demo: error: port {port} on 127.0.0.1 is in use (another "
+        "JupyterLab?); pick another, or leave out --port for a free one\n"
+    )

@@ -80,9 +80,14 @@ def test_rle_is_byte_identical_to_pycocotools_and_decodes_exactly(name):
 @pytest.mark.parametrize("name", sorted(MASKS))
 def test_coco_area_and_bbox_agree_with_pycocotools(name):
     mask = MASKS[name]
-    coco = export.to_coco(mask[None], scores=[0.5])
-    (ann,) = coco["annotations"]
     rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert export.mask_bbox(mask) == [float(v) for v in coco_mask.toBbox(rle)]
+    assert export.rle_area(export.encode_rle(mask)) == int(coco_mask.area(rle))
+    coco = export.to_coco(mask[None], scores=[0.5])
+    if not mask.any():  # an empty mask is no object
+        assert coco["annotations"] == []
+        return
+    (ann,) = coco["annotations"]
     assert ann["area"] == int(coco_mask.area(rle))
     assert ann["bbox"] == [float(v) for v in coco_mask.toBbox(rle)]
     json.dumps(coco)  # plain JSON types only
@@ -387,3 +392,86 @@ def test_saved_prompt_log_replays_to_the_same_objects(tmp_path):
     )[0]
     by_score = engine.predict(np.array([[20, 20]]), np.array([1]), None, None, True)
     np.testing.assert_array_equal(best, by_score.masks[by_score.best])
+
+
+# ---------------------------------------------------------------------------- files in and out
+
+
+def test_to_coco_with_nothing_to_export_has_no_annotations():
+    for nothing in (np.zeros((1, 20, 30), bool), np.zeros((0, 20, 30), bool)):
+        coco = export.to_coco(nothing, scores=[0.5] * len(nothing))
+        assert coco["annotations"] == []
+        assert (coco["images"][0]["height"], coco["images"][0]["width"]) == (20, 30)
+    assert export.to_coco([], image_size=(20, 30))["images"][0]["width"] == 30
+    # an empty mask among real ones is left out with its score and prompt
+    two = np.zeros((2, 20, 30), bool)
+    two[1, 3, 4] = True
+    coco = export.to_coco(two, scores=[0.1, 0.9], prompts=[{"a": 1}, {"b": 2}])
+    assert [(a["id"], a["score"], a["prompts"]) for a in coco["annotations"]] == [
+        (1, 0.9, {"b": 2})
+    ]
+
+
+@pytest.mark.parametrize("nothing", ["no objects", "empty masks"])
+def test_save_with_nothing_writes_a_complete_replayable_folder(tmp_path, nothing):
+    image = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    masks = [] if nothing == "no objects" else np.zeros((2, 24, 32), bool)
+    export.save(tmp_path / "out", image, masks)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "annotations.json",
+        "cutouts",
+        "image.png",
+        "labels.png",
+        "polygons.json",
+        "prompts.json",
+    ]
+    assert list((out / "cutouts").iterdir()) == []
+    labels = np.asarray(Image.open(out / "labels.png"))
+    assert labels.shape == (24, 32) and not labels.any()
+    coco = json.loads((out / "annotations.json").read_text())
+    assert coco["annotations"] == [] and coco["images"][0]["height"] == 24
+    assert json.loads((out / "polygons.json").read_text()) == []
+    assert export.replay(out, _DiscEngine()) == []
+
+
+def test_a_smaller_save_into_the_same_folder_leaves_no_stale_cutouts(tmp_path):
+    image = np.zeros((61, 83, 3), np.uint8)
+    export.save(tmp_path, image, [MASKS["ring_with_hole"], MASKS["several_parts"]])
+    export.save(tmp_path, image, [MASKS["two_holes"]])
+    assert [p.name for p in (tmp_path / "cutouts").iterdir()] == ["object_001.png"]
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "sub/../../evil.png", "/tmp/evil.png", ""])
+def test_save_refuses_file_names_that_leave_the_folder(tmp_path, name):
+    with pytest.raises(ValueError, match="file_name"):
+        export.save(tmp_path / "out", np.zeros((4, 4, 3), np.uint8), [], file_name=name)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.png").exists()
+
+
+def test_replay_refuses_a_log_that_points_outside_its_folder(tmp_path):
+    image = np.random.default_rng(2).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "secret.png")  # outside the export folder
+    export.save(tmp_path / "out", image, [])
+    log_path = tmp_path / "out" / "prompts.json"
+    log = json.loads(log_path.read_text())
+    log["image"]["file_name"] = "../secret.png"
+    log_path.write_text(json.dumps(log))
+    with pytest.raises(ValueError, match="points outside the folder"):
+        export.replay(tmp_path / "out", _DiscEngine())
+
+
+def test_target_kind_tells_folders_with_dots_from_files(tmp_path):
+    assert export.target_kind(tmp_path / "run.v2") == "folder"
+    assert export.target_kind(tmp_path / "2024.06.01") == "folder"
+    assert export.target_kind(tmp_path / "masks") == "folder"
+    assert export.target_kind(tmp_path / "coco.JSON") == "json"
+    assert export.target_kind(tmp_path / "overlay.png") == "png"
+    assert export.target_kind(f"{tmp_path}/new.json/") == "folder"  # a trailing separator
+    (tmp_path / "old.json").mkdir()
+    assert export.target_kind(tmp_path / "old.json") == "folder"  # an existing folder
+    (tmp_path / "notes.v1").write_text("x")
+    with pytest.raises(ValueError, match="existing file"):
+        export.target_kind(tmp_path / "notes.v1")
+    with pytest.raises(ValueError, match=r"suffix \.txt; use \.json, \.png, \.npy or \.npz"):
+        export.target_kind(tmp_path / "m.txt")

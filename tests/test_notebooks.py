@@ -65,7 +65,7 @@ def test_runs_headless_without_errors(path, tmp_path, monkeypatch):
 
 def test_an_executed_notebook_keeps_a_png_of_the_widget(tmp_path, monkeypatch):
     """Where no widget frontend runs (nbconvert, GitHub, a PDF) the saved notebook still shows
-    the image with its mask: the widget's mimebundle carries an image/png of its state."""
+    the image with its mask: a picture output of its state (sam_widget/picture.py)."""
     import base64
     import io
 
@@ -88,10 +88,15 @@ def test_an_executed_notebook_keeps_a_png_of_the_widget(tmp_path, monkeypatch):
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)  # what a user saves, read back as nbconvert would
 
-    [output] = [o for o in nbformat.read(path, as_version=4).cells[0].outputs
-                if o.output_type in ("display_data", "execute_result")]
-    assert "application/vnd.jupyter.widget-view+json" in output.data
-    png = Image.open(io.BytesIO(base64.b64decode(output.data["image/png"]))).convert("RGB")
+    outputs = [o for o in nbformat.read(path, as_version=4).cells[0].outputs
+               if o.output_type in ("display_data", "execute_result")]
+    view = "application/vnd.jupyter.widget-view+json"
+    # the live view, and the picture (its empty model_id hides it where widgets render)
+    assert [o.data[view]["model_id"] != "" for o in outputs] == [True, False]
+    picture = outputs[1].data
+    mime = "image/png" if "image/png" in picture else "image/jpeg"
+    assert len(picture[mime]) < 200_000
+    png = Image.open(io.BytesIO(base64.b64decode(picture[mime]))).convert("RGB")
     pixels = np.asarray(png).astype(int)
     scale = png.width / 160
     inside = pixels[int(60 * scale) - 10, int(60 * scale)]  # in the rectangle, off the marker

@@ -125,10 +125,10 @@ def test_fast_decoder_equals_the_decoder_module(
     """The predictor's rearranged decoder computes what ``model.mask_decoder`` computes, for
     several prompts at once, with and without mask input; and the upscaling's row blocks
     need not divide the embedding (64 rows in blocks of 24, 24, 16)."""
-    import sam_widget.predictor as predictor_module
+    import sam_widget.decoder as decoder_module
 
     ours, _ = pair
-    monkeypatch.setattr(predictor_module, "_UPSCALE_ROWS", 24)
+    monkeypatch.setattr(decoder_module, "_UPSCALE_ROWS", 24)
     state = ours._current()
     gen = torch.Generator().manual_seed(3)
     coords = torch.rand(3, 2, 2, generator=gen) * 1000
@@ -143,7 +143,7 @@ def test_fast_decoder_equals_the_decoder_module(
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
-        logits, iou = predictor_module._decode(
+        logits, iou = decoder_module.decode(
             model, ours._context(state), sparse, dense if with_mask_input else None, multimask
         )
     assert logits.shape == ref_logits.shape == (3, 3 if multimask else 1, 256, 256)

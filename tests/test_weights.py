@@ -16,7 +16,9 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import os
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -86,8 +88,11 @@ class _Server:
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self.mode = "ok"  # "ok" | "drop" (close mid-file)
+        self.mode = "ok"  # "ok" | "drop" (close mid-file) | "endless"
         self.requests: list[str] = []
+        self.sent = 0  # bytes written in "endless" mode
+        self.endless_limit = 64 << 20
+        self.done = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -103,6 +108,18 @@ class _Server:
 
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append("GET " + self.path)
+                if server.mode == "endless":  # no Content-Length, bytes until the client goes
+                    self.send_response(200)
+                    self.end_headers()
+                    block = bytes(1 << 16)
+                    try:
+                        while server.sent < server.endless_limit:
+                            self.wfile.write(block)
+                            server.sent += len(block)
+                    except OSError:  # the client hung up
+                        pass
+                    server.done.set()
+                    return
                 self._head()
                 if server.mode == "drop":
                     self.wfile.write(server.payload[: len(server.payload) // 2])
@@ -175,8 +192,15 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_registry_names_the_official_files_and_pins_checksums():
-    assert set(weights.REGISTRY) == {"vit_b", "vit_l", "vit_h", "mobile_sam"}
-    for variant, entry in weights.REGISTRY.items():
+    sam1 = {"vit_b", "vit_l", "vit_h", "mobile_sam"}
+    sam2 = {f"sam2.1_hiera_{s}" for s in ("tiny", "small", "base_plus", "large")}
+    assert set(weights.REGISTRY) == sam1 | sam2
+    for variant in sam2:  # Meta publishes no digest for these (see weights.py)
+        entry = weights.REGISTRY[variant]
+        assert entry.filename == f"{variant}.pt" and entry.sha256 is None
+        assert entry.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{variant}.pt"
+    for variant in sam1:
+        entry = weights.REGISTRY[variant]
         assert entry.variant == variant
         assert entry.url.endswith("/" + entry.filename)
         assert entry.url.startswith("https://")
@@ -205,7 +229,8 @@ def test_download_verifies_and_renames_with_progress(
     path = weights.download("vit_b", progress=True)
     assert path == cache / entry.filename
     assert path.read_bytes() == checkpoint_bytes
-    assert _leftovers(cache) == [entry.filename]  # no temporary file left behind
+    # no temporary file left behind; the sidecar remembers that the bytes were verified
+    assert _leftovers(cache) == [f".{entry.filename}.verified", entry.filename]
     err = capsys.readouterr().err
     assert entry.filename in err and "100%" in err  # the tqdm bar ran to the end
     assert weights.find_checkpoint("vit_b") == path
@@ -228,7 +253,13 @@ def test_connection_dropped_mid_file_leaves_nothing(server, cache, monkeypatch, 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("size", 12345, "bytes where the official file has 12,345"),
+        (
+            "size",
+            12345,
+            r"announces [\d,]+ bytes, more than the official sam_test.pth has "
+            r"\(12,345 bytes\); the download was stopped",
+        ),
+        ("size", 30_000_000, "bytes where the official file has 30,000,000"),
         ("sha256", "0" * 64, "SHA-256 is"),
         ("md5_prefix", "abcdef", "MD5 is"),
     ],
@@ -688,3 +719,158 @@ def test_a_mobile_sam_checkpoint_is_recognised_when_vit_b_is_asked_for(tmp_path)
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="TinyViT image encoder.*: that is mobile_sam"):
         weights.load_model("vit_b", checkpoint=path, device="cpu")
+
+
+# ---------------------------------------------------------------------------- files in and out
+
+
+def test_a_download_larger_than_the_registry_size_stops_as_soon_as_it_passes_it(
+    server, cache, monkeypatch, checkpoint_bytes
+):
+    entry = _point_registry(monkeypatch, server.url, checkpoint_bytes)
+    server.mode = "endless"  # no Content-Length to refuse up front: only counting can tell
+    with pytest.raises(CheckpointError, match=r"sent over [\d,]+ bytes, more than the official"):
+        weights.download("vit_b", progress=False)
+    assert server.done.wait(60)
+    # the client read one byte past the size and hung up; what the server got out beyond
+    # that sat in the two sockets' buffers (a few MiB), far below the 64 MiB on offer
+    assert server.sent < entry.size + (16 << 20), server.sent
+    assert _leftovers(cache) == []
+
+
+def _count_hashing(monkeypatch) -> list[Path]:
+    hashed: list[Path] = []
+    real = weights._hashes
+
+    def counting(path):
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(weights, "_hashes", counting)
+    return hashed
+
+
+def test_a_cached_file_whose_bytes_changed_is_moved_aside_before_loading(tmp_path, monkeypatch):
+    cache = use_empty_cache(tmp_path, monkeypatch)
+    path, state = _tiny_model_file(tmp_path)
+    payload = path.read_bytes()
+    server = _Server(payload)
+    try:
+        entry = _point_registry(monkeypatch, server.url, payload)
+        weights.load_model(_tiny_config(), device="cpu", progress=False)
+        cached = cache / entry.filename
+        # one byte inside the tensor data flips (bit rot, a bad copy): same size, and the
+        # archive still opens, so torch would load the wrong number without a word
+        corrupt = bytearray(payload)
+        corrupt[len(payload) // 2] ^= 0xFF
+        cached.write_bytes(bytes(corrupt))
+        loaded_from: list[bytes] = []
+        real_load = torch.load
+        monkeypatch.setattr(
+            torch,
+            "load",
+            lambda f, **kw: (loaded_from.append(Path(f).read_bytes()), real_load(f, **kw))[1],
+        )
+        with pytest.warns(UserWarning, match=r"SHA-256 is .*moved aside to .*corrupt-"):
+            model = weights.load_model(_tiny_config(), device="cpu", progress=False)
+    finally:
+        server.close()
+    assert loaded_from == [payload]  # the changed file never reached torch.load
+    key = "image_encoder.patch_embed.proj.weight"
+    assert torch.equal(model.state_dict()[key], state[key])  # downloaded again, loaded right
+    aside = [p for p in cache.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == bytes(corrupt)
+    assert cached.read_bytes() == payload
+    assert server.requests == ["GET /sam_test.pth"] * 2
+
+
+def test_verification_is_remembered_until_the_file_changes(
+    server, cache, monkeypatch, checkpoint_bytes
+):
+    _point_registry(monkeypatch, server.url, checkpoint_bytes)
+    path = weights.download("vit_b", progress=False)  # hashed while downloading
+    hashed = _count_hashing(monkeypatch)
+    for _ in range(3):
+        assert weights._resolve("vit_b", progress=False) == path
+        assert weights.download("vit_b", progress=False) == path
+    assert hashed == []  # a stat, not a 375 MB read, on every later load
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # touched
+    assert weights._resolve("vit_b", progress=False) == path
+    assert hashed == [path]  # verified again (the bytes are still right)
+    assert weights._resolve("vit_b", progress=False) == path
+    assert hashed == [path]
+    # where the sidecar cannot be written (a read-only folder) loading still works
+    monkeypatch.setattr(weights, "_record_path", lambda p: cache / "missing" / "record")
+    assert weights._resolve("vit_b", progress=False) == path
+    assert weights._resolve("vit_b", progress=False) == path
+    assert len(hashed) == 3
+
+
+def test_a_full_disk_is_reported_as_such_naming_the_folder(
+    server, cache, monkeypatch, checkpoint_bytes
+):
+    entry = _point_registry(monkeypatch, server.url, checkpoint_bytes)
+    # known before downloading: the free space is less than the file
+    monkeypatch.setattr(weights.shutil, "disk_usage", lambda p: shutil_usage(free=1000))
+    with pytest.raises(
+        CheckpointError, match=f"the disk holding the checkpoint folder {cache} is full"
+    ):
+        weights.download("vit_b", progress=False)
+    assert server.requests == []
+    monkeypatch.undo()
+    # found while writing: the real ENOSPC of a write to /dev/full
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) to fill a disk for real")
+    cache = use_empty_cache(cache.parent, monkeypatch)
+    entry = _point_registry(monkeypatch, server.url, checkpoint_bytes)
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+
+    monkeypatch.setattr(weights.tempfile, "mkstemp", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        weights.download("vit_b", progress=False)
+    message = str(info.value)
+    assert f"the disk holding the checkpoint folder {cache} is full" in message
+    assert weights.ENV_DIR in message and "offline" not in message
+    assert _leftovers(cache) == []
+    assert entry.filename not in _leftovers(cache)
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+
+
+def test_a_read_only_cache_folder_is_reported_as_such_naming_it(
+    server, cache, monkeypatch, checkpoint_bytes
+):
+    import errno
+
+    _point_registry(monkeypatch, server.url, checkpoint_bytes)
+
+    def read_only(**kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
+
+    monkeypatch.setattr(weights.tempfile, "mkstemp", read_only)
+    with pytest.raises(CheckpointError, match=f"the checkpoint folder {cache} is read-only"):
+        weights.download("vit_b", progress=False)
+    assert server.requests == []
+    monkeypatch.undo()
+    if os.geteuid() != 0:  # the real thing where permissions apply (not as root)
+        cache = use_empty_cache(cache.parent / "ro", monkeypatch)
+        _point_registry(monkeypatch, server.url, checkpoint_bytes)
+        cache.mkdir(parents=True)
+        cache.chmod(0o555)
+        try:
+            with pytest.raises(
+                CheckpointError, match=f"the checkpoint folder {cache} is read-only"
+            ):
+                weights.download("vit_b", progress=False)
+        finally:
+            cache.chmod(0o755)

@@ -6,16 +6,23 @@ by the predictor), so these tests show the widget wiring, not segmentation quali
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
 import re
 import threading
+import warnings
+import weakref
 
 import numpy as np
 import pytest
+import traitlets as t
+from PIL import Image
 
 import sam_widget as sw
 from sam_widget.codec import decode_masks
-from sam_widget.widget import MAX_POINTS, SamWidget
+from sam_widget.session import PromptError
+from sam_widget.widget import MAX_POINTS, ClosedError, SamWidget
 
 
 def scene(h: int = 240, w: int = 320) -> np.ndarray:
@@ -38,15 +45,18 @@ def predictor():
 def widget(predictor):
     w = SamWidget(scene(), model=predictor)
     yield w
-    w.close()
+    with warnings.catch_warnings():  # "never saved": most tests make objects to look at
+        warnings.simplefilter("ignore")
+        w.close()
 
 
 def frontend(w: SamWidget, **content) -> None:
     """Deliver a custom message as the view would (through ipywidgets' dispatcher)."""
     content.setdefault("client", "test")
-    content.setdefault("seq", 1)
+    content.setdefault("seq", w._last_seq.get(content["client"], 0) + 1)
+    content.setdefault("rev", w.prompt_rev)
     w._msg_callbacks(w, content, [])
-    w._wait()
+    w._wait(check=False)
 
 
 # ------------------------------------------------------------------------------ construction
@@ -100,7 +110,8 @@ def test_large_images_are_downscaled_for_display_only(predictor):
 # ------------------------------------------------------------------------------ prompts
 def test_add_point_returns_with_masks_that_reflect_it(widget, predictor):
     widget.add_point(110, 100)
-    expected = predictor.predict(points=np.array([[110, 100]], np.float32),
+    expected = predictor.predict(image=predictor.encode(widget.image),
+                                 points=np.array([[110, 100]], np.float32),
                                  labels=np.array([1]), multimask=True)
     assert widget.points == [[110, 100, 1]]
     np.testing.assert_allclose(widget.scores, expected.scores, rtol=1e-4, atol=1e-5)
@@ -118,13 +129,15 @@ def test_refinement_feeds_the_selected_logits_back(widget, predictor):
     k = widget.selected
     widget.add_point(200, 60, label=0)
     pts = np.array([[110, 100], [200, 60]], np.float32)
-    refined = predictor.predict(points=pts, labels=np.array([1, 0]),
+    refined = predictor.predict(image=predictor.encode(widget.image),
+                                points=pts, labels=np.array([1, 0]),
                                 mask_input=first.logits[k][None], multimask=True)
     np.testing.assert_allclose(widget.scores, refined.scores, rtol=1e-4, atol=1e-5)
     widget.undo()
     widget.refine = False
     widget.add_point(200, 60, label=0)
-    plain = predictor.predict(points=pts, labels=np.array([1, 0]), multimask=True)
+    plain = predictor.predict(image=predictor.encode(widget.image),
+                              points=pts, labels=np.array([1, 0]), multimask=True)
     np.testing.assert_allclose(widget.scores, plain.scores, rtol=1e-4, atol=1e-5)
 
 
@@ -182,7 +195,11 @@ def test_commit_keeps_objects_and_starts_afresh(widget):
     assert obj["id"] == 1 and obj["mask"].shape == (240, 320)
     np.testing.assert_array_equal(obj["mask"], mask)
     assert obj["points"] == [[110, 100, 1]] and obj["visible"]
-    assert widget.points == [] and not widget.can_undo
+    assert widget.points == [] and widget.can_undo  # undo gives the prompts back
+    widget.undo()
+    assert widget.points == [[110, 100, 1]] and widget.objects == []
+    widget.redo()
+    assert widget.points == [] and len(widget.objects) == 1
     widget.add_point(250, 200)
     widget.commit(name="second")
     assert [o["name"] for o in widget.objects] == ["object 1", "second"]
@@ -215,10 +232,12 @@ def test_bursts_are_coalesced_and_sequence_numbers_acknowledged(widget):
         return real(**kw)
 
     widget._engine.predict = slow_predict
+    base = widget.prompt_rev  # the view has not heard back yet: every message has this base
     try:
         for seq in range(1, 21):
             widget._msg_callbacks(widget, {"type": "prompt", "client": "c", "seq": seq,
-                                           "points": [[10 + seq, 20, 1]], "box": None}, [])
+                                           "rev": base, "points": [[10 + seq, 20, 1]],
+                                           "box": None}, [])
         gate.set()
         widget._wait()
     finally:
@@ -241,7 +260,8 @@ def test_hover_answers_one_request_with_the_next_clicks_mask(widget, predictor):
         threading.Event().wait(0.05)
     msg, buffers = sent[0]
     assert msg["type"] == "hover" and msg["seq"] == 1 and not msg["empty"]
-    expected = predictor.predict(points=np.array([[110, 100]], np.float32),
+    expected = predictor.predict(image=predictor.encode(widget.image),
+                                 points=np.array([[110, 100]], np.float32),
                                  labels=np.array([1]), multimask=True)
     shown = decode_masks(buffers[0])[0]
     np.testing.assert_array_equal(shown, expected.masks_at(240, 320)[expected.best])
@@ -267,7 +287,8 @@ def test_a_click_where_the_pointer_rested_reuses_the_hover_decode(widget, predic
     assert widget.stats["hover_reused"] == 1
     assert widget.stats["decodes"] == decodes  # the click needed no decode of its own
     # exactly what a decode of the click gives (the refinement's mask_input included)
-    expected = predictor.predict(points=np.array([[110, 100], [200, 60]], np.float32),
+    expected = predictor.predict(image=predictor.encode(widget.image),
+                                 points=np.array([[110, 100], [200, 60]], np.float32),
                                  labels=np.array([1, 1]), mask_input=first.logits[k][None],
                                  multimask=True)
     np.testing.assert_array_equal(widget.scores, [float(s) for s in expected.scores])
@@ -296,10 +317,12 @@ def test_a_click_unlike_the_hover_is_decoded_afresh(widget, predictor, change):
     frontend(widget, type="prompt", seq=2, points=[[110, 100, 1], point], box=None)
     assert widget.stats["hover_reused"] == 0
     assert widget.stats["decodes"] == decodes + 1
-    first = widget._history[widget._index - 1].prediction
-    expected = predictor.predict(
+    img = widget.session.current
+    first = img.history[img.pos - 1].prediction
+    expected = predictor.predict(image=predictor.encode(widget.image),
+
         points=np.array([[110, 100], point[:2]], np.float32), labels=np.array([1, point[2]]),
-        mask_input=first.logits[min(widget._history[widget._index - 1].selected, 2)][None],
+        mask_input=first.logits[min(img.history[img.pos - 1].selected, 2)][None],
         multimask=widget.multimask)
     np.testing.assert_array_equal(widget.masks, expected.masks)
 
@@ -326,14 +349,16 @@ def test_everything_button_shows_progress_in_the_status_line(widget):
     frontend(widget, type="everything")
     widget._wait()
     assert any(re.search(r"segmenting everything… \d+/\d+ batches", m) for m in messages)
-    assert widget.status == "ready" and widget.message.startswith("ready")
-    assert len(widget.objects) > 0
+    assert any(re.search(r"\d+ masks found so far", m) for m in messages)
+    assert widget.status == "ready" and re.match(r"everything: \d+ masks added", widget.message)
+    assert len(widget.objects) > 0 and widget.everything_state == "ready"
 
 
 def test_set_image_resets_prompts_and_objects(widget):
     widget.add_point(110, 100)
     widget.commit()
-    widget.set_image(scene(100, 150))
+    with pytest.warns(UserWarning, match="1 object.*never saved"):
+        widget.set_image(scene(100, 150))
     widget.add_point(10, 10)
     assert (widget.image_width, widget.image_height) == (150, 100)
     assert widget.objects == [] and widget.mask.shape == (100, 150)
@@ -479,3 +504,332 @@ def test_two_widgets_sharing_a_predictor_answer_from_their_own_images(predictor)
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------- lifetime: threads and memory
+def test_close_ends_the_threads_and_the_widget_is_freed(predictor):
+    w = SamWidget(scene(), model=predictor)
+    w.add_point(110, 100)
+    threads = [w._worker, w._prefetcher]
+    ref = weakref.ref(w)
+    w.close()
+    assert not any(th.is_alive() for th in threads)
+    del w
+    gc.collect()
+    assert ref() is None  # nothing (anywidget's file watcher included) holds it
+
+
+def test_a_closed_widget_refuses_work_but_still_saves(predictor, tmp_path):
+    w = SamWidget(scene(), model=predictor)
+    w.add_point(110, 100)
+    w.commit()
+    with pytest.warns(UserWarning, match="1 object.*never saved"):
+        w.close()
+    for call in (lambda: w.add_point(1, 1), w.undo, w.wait, lambda: w.goto(0)):
+        with pytest.raises(ClosedError, match="closed: create a new one"):
+            call()
+    assert len(w.annotations[0]) == 1
+    assert (w.save(tmp_path / "after-close.npy")).exists()
+
+
+def test_widgets_of_a_cell_run_again_share_the_model_and_idle_threads_end(monkeypatch):
+    from sam_widget import background
+
+    monkeypatch.setattr(background, "IDLE_EXIT_S", 0.2)
+    baseline = threading.active_count()
+    widgets = [SamWidget(scene(60, 80), model="classic") for _ in range(20)]  # never closed
+    assert all(w.predictor is widgets[0].predictor for w in widgets)  # one model, not 20
+    for w in widgets:
+        w.wait()
+    for _ in range(100):
+        if threading.active_count() <= baseline:
+            break
+        threading.Event().wait(0.1)
+    assert threading.active_count() <= baseline
+    widgets[5].add_point(10, 10)  # an idle widget starts its thread again when used
+    assert len(widgets[5].scores) == 3
+    refs = [weakref.ref(w) for w in widgets]
+    for w in widgets:
+        w.close()
+    del widgets, w
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_a_constructor_that_raises_leaves_no_thread(tmp_path):
+    baseline = threading.active_count()
+    with pytest.raises(ValueError, match="unknown model"):
+        SamWidget(scene(), model="no_such_model")
+    with pytest.raises((FileNotFoundError, ValueError)):
+        SamWidget(scene(), model="classic", annotations=tmp_path / "missing.json")
+    gc.collect()
+    assert threading.active_count() == baseline
+
+
+def test_undo_history_is_bounded_in_bytes():
+    w = SamWidget(scene(), model="classic")
+    for i in range(150):
+        w.add_point(5 + i * 2, 5 + i, label=i % 2)
+        _ = w.mask  # Python asks for the full-size masks too
+    img = w.session.current
+    # unbounded, each state would hold its logits, mask_input and masks: over 150 MB here
+    assert img.nbytes <= img.history_bytes + 3 * 2**20
+    w.undo()
+    assert w.points == [[5 + i * 2, 5 + i, i % 2] for i in range(149)]
+    w.close()
+
+
+# ------------------------------------------------------------- the kernel owns its state
+def test_the_view_may_not_change_kernel_owned_traits(widget):
+    widget.add_point(110, 100)
+    before = {k: widget.get_state(k)[k] for k in
+              ("status", "engine", "device", "image_width", "count", "prompt_rev", "history",
+               "can_undo", "scores", "mask_rev")}
+    widget.set_state({"status": "ready", "engine": "x", "device": "tpu", "image_width": 5,
+                      "count": 99, "prompt_rev": 0, "history": [], "can_undo": False,
+                      "scores": [1.0], "mask_rev": 77})
+    after = {k: widget.get_state(k)[k] for k in before}
+    assert {k: v for k, v in after.items() if k != "status"} == {
+        k: v for k, v in before.items() if k != "status"}
+    assert "may not change" in widget.status and widget.stats["refused"] == 1
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"opacity": math.nan}, "opacity must be a number in"),
+    ({"opacity": 3}, "opacity must be a number in"),
+    ({"index": 4}, "out of range"),
+    ({"label": "tree"}, "unknown label"),
+    ({"hover": "yes"}, "hover must be true or false"),
+    ({"selected": "0"}, "selected must be an int"),
+    ({"points": [[1e9, 1, 1]]}, "outside"),
+])
+def test_the_views_values_are_range_checked(widget, change, error):
+    widget.wait()
+    before = {k: getattr(widget, k) for k in change}
+    widget.set_state(change)
+    assert {k: getattr(widget, k) for k in change} == before
+    assert error in widget.status
+
+
+def test_python_values_are_range_checked_too(widget):
+    with pytest.raises(t.TraitError, match=r"opacity must be a number in \[0, 1\]"):
+        widget.opacity = math.nan
+    widget.set_state({"opacity": 0.25})  # a good value from the view is taken
+    assert widget.opacity == 0.25
+
+
+def test_error_messages_quote_little_of_a_bad_value(widget):
+    widget.wait()
+    frontend(widget, type="prompt", points=[], box="y" * 100_000)
+    assert "box must be" in widget.status and len(widget.status) < 320
+
+
+def test_a_prompt_message_missing_a_field_is_an_error_naming_it(widget):
+    widget.add_point(110, 100)
+    frontend(widget, type="prompt", points=[[5, 5, 1]])
+    assert "missing the field 'box'" in widget.status
+    assert widget.points == [[110, 100, 1]]
+    frontend(widget, type="hover", x=3)
+    assert "missing the field 'y'" in widget.status
+
+
+# ------------------------------------------------------------- stale and out-of-order messages
+def test_a_message_based_on_an_older_state_never_undoes_newer_state(widget):
+    base = widget.prompt_rev
+    widget.add_point(110, 100)  # Python changed the state after the view last heard
+    frontend(widget, type="clear", rev=base, seq=1)
+    frontend(widget, type="prompt", points=[[5, 5, 1]], box=None, rev=base, seq=2)
+    assert widget.points == [[110, 100, 1]] and widget.stats["stale"] == 2
+    assert widget.prompt_seq == "test:2"  # acknowledged, so the view drops its local state
+    # out of order: an older sequence number after a newer one is dropped
+    frontend(widget, type="prompt", points=[[7, 7, 1]], box=None, seq=5)
+    frontend(widget, type="prompt", points=[[9, 9, 1]], box=None, seq=4)
+    assert widget.points == [[7, 7, 1]]
+
+
+def test_a_views_own_burst_is_not_stale_but_another_views_is(widget):
+    base = widget.prompt_rev
+    for seq in (1, 2, 3):
+        frontend(widget, client="a", seq=seq, rev=base, type="prompt",
+                 points=[[10 * seq, 10, 1]], box=None)
+    assert widget.points == [[30, 10, 1]]
+    frontend(widget, client="b", seq=1, rev=base, type="undo")
+    assert widget.points == [[30, 10, 1]]
+
+
+# ------------------------------------------------------------- errors are visible and recoverable
+def test_engine_errors_are_logged_raised_shown_and_the_next_prompt_works(widget, caplog):
+    real = widget._engine.predict
+
+    def broken(**kw):
+        raise RuntimeError("the decoder broke")
+
+    widget._engine.predict = broken
+    try:
+        with caplog.at_level(logging.ERROR, logger="sam_widget"):
+            with pytest.raises(RuntimeError, match="predict failed: RuntimeError: the decoder"):
+                widget.add_point(110, 100)
+    finally:
+        widget._engine.predict = real
+    record = next(r for r in caplog.records if r.name == "sam_widget")
+    assert record.exc_info and "the decoder broke" in str(record.exc_info[1])
+    assert widget.status == "error: predict: RuntimeError: the decoder broke"
+    widget.add_point(60, 60)
+    assert widget.status == "ready" and len(widget.scores) == 3
+
+
+def test_a_base_exception_in_the_engine_does_not_kill_the_worker(widget):
+    real = widget._engine.predict
+
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+
+    widget._engine.predict = interrupted
+    try:
+        frontend(widget, type="prompt", points=[[110, 100, 1]], box=None)
+    finally:
+        widget._engine.predict = real
+    assert widget.status.startswith("error: predict: KeyboardInterrupt")
+    assert widget._worker.is_alive()
+    widget.add_point(60, 60)
+    assert widget.status == "ready"
+
+
+def test_a_failed_encode_is_retryable_empties_the_cuda_cache_and_says_what_to_try(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from sam_widget.classic import ClassicPredictor
+
+    engine = ClassicPredictor()
+    real, calls, emptied = engine.encode, [], []
+
+    def oom_once(image):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(image)
+
+    engine.encode = oom_once
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    w = SamWidget(scene(), model=engine)
+    with pytest.raises(RuntimeError, match=r"smaller model .*device='cpu'.*smaller image.*retry"):
+        w.wait()
+    assert w.status.startswith("error: encoding 'image' failed: OutOfMemoryError")
+    assert emptied
+    w.retry()
+    w.add_point(110, 100)
+    assert w.status == "ready" and len(w.scores) == 3
+    w.close()
+
+
+# ------------------------------------------------------------- a folder of images (issue 12)
+@pytest.fixture
+def folder(tmp_path):
+    for i, (h, w) in enumerate([(60, 80), (70, 90), (50, 60)]):
+        Image.fromarray(scene(h, w)[::1 if i % 2 == 0 else -1]).save(tmp_path / f"img{i}.png")
+    return tmp_path
+
+
+def test_a_folder_is_annotated_image_by_image_with_labels(folder, tmp_path):
+    w = SamWidget(folder, model="classic", labels=["cell", "debris"])
+    assert (w.index, w.count, w.image_name, w.label) == (0, 3, "img0.png", "cell")
+    assert w.labels == ["cell", "debris"] and len(set(w.label_colors)) == 2
+    w.add_point(20, 20)
+    first = w.commit(label="debris")
+    assert first["label"] == "debris" and first["color"] == w.label_colors[1]
+    w.next()
+    assert (w.index, w.image_name, w.image_width, w.objects) == (1, "img1.png", 90, [])
+    w.add_point(30, 30)  # an uncommitted prompt stays with its image
+    w.index = 2  # from Python, like the view's position box
+    w.label = "cell"
+    w.add_point(10, 10)
+    w.commit()
+    w.set_state({"index": 0})  # the view's "Previous" twice
+    assert w.index == 0 and [o["label"] for o in w.objects] == ["debris"]
+    w.goto(1)
+    assert w.points == [[30, 30, 1]]
+    assert {i: [o["label"] for o in objs] for i, objs in w.annotations.items()} == {
+        0: ["debris"], 2: ["cell"]}
+    w.goto(0)
+    w.set_object_label(first["id"], "cell")
+    assert w.objects[0]["label"] == "cell" and w.objects[0]["color"] == w.label_colors[0]
+    w.undo()  # relabelling is undoable
+    assert w.objects[0]["label"] == "debris"
+    with pytest.raises(PromptError, match="unknown label 'tree'"):
+        w.commit(label="tree")
+    with pytest.raises(PromptError, match="out of range"):
+        w.goto(3)
+    coco = w.to_coco()
+    assert [im["file_name"] for im in coco["images"]] == ["img0.png", "img1.png", "img2.png"]
+    assert [(im["height"], im["width"]) for im in coco["images"]] == [(60, 80), (70, 90),
+                                                                     (50, 60)]
+    assert sorted(a["image_id"] for a in coco["annotations"]) == [1, 3]
+    out = w.save(tmp_path / "out")
+    saved = {i: [o["mask"].copy() for o in objs] for i, objs in w.annotations.items()}
+    w.close()  # saved: no warning
+    again = SamWidget(folder, model="classic", annotations=out)
+    assert again.labels == ["cell", "debris"] and not again.session.changed
+    assert {i: [o["label"] for o in objs] for i, objs in again.annotations.items()} == {
+        0: ["debris"], 2: ["cell"]}
+    for i, masks in saved.items():
+        for obj, mask in zip(again.annotations[i], masks, strict=True):
+            np.testing.assert_array_equal(obj["mask"], mask)
+    out2 = again.save(tmp_path / "out2")
+    assert (out2 / "annotations.json").read_text() == (out / "annotations.json").read_text()
+    coco_resumed = SamWidget(folder, model="classic", annotations=out / "annotations.json")
+    assert len(coco_resumed.annotations[2]) == 1
+    again.labels = ["cell", "debris", "tree"]  # a new class from Python
+    assert len(again.label_colors) == 3 and again.session.labels[-1] == "tree"
+    again.close()
+    coco_resumed.close()
+
+
+def test_the_next_image_is_prefetched_with_its_own_handle(folder):
+    w = SamWidget(folder, model="classic")
+    w.wait()
+    for _ in range(200):
+        if w.session.image(1).handle is not None:
+            break
+        threading.Event().wait(0.05)
+    assert w.session.image(1).handle is not None and w.stats["prefetched"] >= 1
+    assert "next image ready" in w.message
+    w.predictor.set_image(np.zeros((20, 20, 3), np.uint8))  # another cell: no cross-talk
+    w.next()
+    encodes = w.predictor.encode
+    w.predictor.encode = lambda *a, **k: pytest.fail("the prefetched image was encoded again")
+    try:
+        w.add_point(30, 30)
+    finally:
+        w.predictor.encode = encodes
+    assert w.mask.shape == (70, 90) and len(w.scores) == 3
+    w.close()
+
+
+def test_an_unreadable_image_is_shown_as_an_error_and_the_user_moves_on(folder):
+    (folder / "img1.png").write_bytes(b"\x89PNG broken")
+    w = SamWidget(folder, model="classic")
+    w.goto(1)
+    assert w.status.startswith("error: cannot read image 2 (img1.png)")
+    assert w._image == b""
+    with pytest.raises(RuntimeError, match="cannot read image 2"):
+        w.add_point(1, 1)
+    w.next()
+    w.add_point(10, 10)
+    assert w.status == "ready" and w.index == 2
+    w.close()
+
+
+def test_save_works_while_an_encode_runs(folder, tmp_path):
+    from sam_widget.classic import ClassicPredictor
+
+    engine, gate = ClassicPredictor(), threading.Event()
+    real = engine.encode
+    w = SamWidget(folder, model=engine)
+    w.add_point(20, 20)
+    w.commit()
+    engine.encode = lambda image: gate.wait(30) and real(image)
+    w.next()  # its encode now waits on the gate
+    out = w.save(tmp_path / "during")
+    gate.set()
+    assert (out / "annotations.json").exists() and w.status in ("encoding", "ready")
+    w.close()

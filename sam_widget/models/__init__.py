@@ -3,7 +3,8 @@ prompt encoder and the mask decoder. State-dict keys equal the official checkpoi
 ``sam_vit_b_01ec64.pth`` & co. and ``mobile_sam.pt`` load with ``strict=True``.
 
 ``build_sam("vit_b")`` builds a randomly initialised model; ``sam_widget.load_model`` adds
-the weights.
+the weights. SAM 2.1's image models live in ``sam_widget.models.sam2``; ``build_sam`` builds
+them too (``build_sam("sam2.1_hiera_tiny")``).
 """
 
 from __future__ import annotations

@@ -134,7 +134,9 @@ def get_config(variant: str | SamConfig) -> SamConfig:
     try:
         return CONFIGS[key]
     except KeyError:
+        from .sam2.configs import VARIANTS as SAM2_VARIANTS
+
         raise ValueError(
-            f"unknown SAM variant {variant!r}; choose one of {', '.join(VARIANTS)} "
-            "or pass a SamConfig"
+            f"unknown SAM variant {variant!r}; choose one of "
+            f"{', '.join(VARIANTS + SAM2_VARIANTS)} or pass a SamConfig"
         ) from None

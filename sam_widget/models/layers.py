@@ -1,5 +1,7 @@
-"""Small building blocks shared by SAM's encoders and decoder: a channels-first LayerNorm and
-the two-layer MLP of the transformer blocks. Parameter names follow the official checkpoints."""
+"""Small building blocks shared by SAM's and SAM 2's encoders and decoders: a channels-first
+LayerNorm, the two-layer MLP of SAM 1's transformer blocks (``lin1``/``lin2``) and the n-layer
+MLP (``layers.i``) of the decoder heads, of SAM 2's Hiera blocks and of SAM 2's two-way
+transformer. Parameter names follow the official checkpoints."""
 
 from __future__ import annotations
 
@@ -39,3 +41,38 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.act(self.lin1(x)))
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers, an activation between: (..., input_dim) -> (..., output_dim).
+
+    ``activation``: ReLU in the decoder heads and SAM 2's two-way transformer, GELU in SAM 2's
+    Hiera blocks; ``sigmoid_output`` squashes the result (SAM 2's IoU head).
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        activation: type[nn.Module] = nn.ReLU,
+        sigmoid_output: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(
+            nn.Linear(n, k) for n, k in zip(dims[:-1], dims[1:], strict=True)
+        )
+        self.act = activation()
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = self.num_layers - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = self.act(x)
+        return torch.sigmoid(x) if self.sigmoid_output else x

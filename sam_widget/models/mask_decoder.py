@@ -9,38 +9,11 @@ token at 4x the embedding size. Parameter names equal the official checkpoints'.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import LayerNorm2d
+from .layers import MLP, LayerNorm2d
 
-
-class MLP(nn.Module):
-    """``num_layers`` Linear layers with ReLUs between: (..., input_dim) -> (..., output_dim)."""
-
-    def __init__(
-        self,
-        *,
-        input_dim: int,
-        hidden_dim: int,
-        output_dim: int,
-        num_layers: int,
-        sigmoid_output: bool = False,
-    ) -> None:
-        super().__init__()
-        self.num_layers = num_layers
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(
-            nn.Linear(n, k) for n, k in zip(dims[:-1], dims[1:], strict=True)
-        )
-        self.sigmoid_output = sigmoid_output
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < self.num_layers - 1:
-                x = F.relu(x)
-        return torch.sigmoid(x) if self.sigmoid_output else x
+__all__ = ["MLP", "MaskDecoder"]
 
 
 class MaskDecoder(nn.Module):
@@ -53,7 +26,13 @@ class MaskDecoder(nn.Module):
         activation: activation of the upscaler.
         iou_head_depth: layers of the IoU-prediction MLP.
         iou_head_hidden_dim: its hidden width.
+        iou_prediction_use_sigmoid: squash the predicted IoUs into (0, 1) (SAM 2).
+
+    SAM 2's decoder (``sam_widget.models.sam2.Sam2MaskDecoder``) extends this one through
+    ``num_leading_tokens``, ``output_tokens`` and ``upscale``.
     """
+
+    num_leading_tokens: int = 0  # output tokens before the IoU token (SAM 2: object score)
 
     def __init__(
         self,
@@ -64,6 +43,7 @@ class MaskDecoder(nn.Module):
         activation: type[nn.Module] = nn.GELU,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
+        iou_prediction_use_sigmoid: bool = False,
     ) -> None:
         super().__init__()
         self.transformer_dim = transformer_dim
@@ -93,7 +73,20 @@ class MaskDecoder(nn.Module):
             hidden_dim=iou_head_hidden_dim,
             output_dim=self.num_mask_tokens,
             num_layers=iou_head_depth,
+            sigmoid_output=iou_prediction_use_sigmoid,
         )
+
+    def output_tokens(self) -> torch.Tensor:
+        """The learned output tokens that precede the prompt tokens: (L + 1 + M, C)."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+
+    def upscale(
+        self, src: torch.Tensor, high_res_features: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(B, C, h, w) transformer output -> (B, C/8, 4h, 4w) per-pixel mask features."""
+        if high_res_features is not None:
+            raise ValueError("this decoder takes no high-resolution features")
+        return self.output_upscaling(src)
 
     def forward(
         self,
@@ -129,11 +122,29 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All ``num_mask_tokens`` masks (B, 4, 4h, 4w) and their IoUs (B, 4); see ``forward``."""
+        masks, iou_pred, _ = self.run(
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            high_res_features,
+        )
+        return masks, iou_pred
+
+    def run(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``predict_masks`` plus the transformer's output tokens hs (B, Nt, C)."""
         B = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])  # (1+M, C)
-        output_tokens = output_tokens.unsqueeze(0).expand(B, -1, -1)  # (B, 1+M, C)
+        output_tokens = self.output_tokens().unsqueeze(0).expand(B, -1, -1)  # (B, L+1+M, C)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)  # (B, Nt, C)
 
         # one image for all B prompt sets broadcasts (the official code repeats it B times)
@@ -143,11 +154,12 @@ class MaskDecoder(nn.Module):
         b, c, h, w = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens)  # (B, Nt, C), (B, hw, C)
-        iou_token_out = hs[:, 0, :]  # (B, C)
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]  # (B, M, C)
+        s = self.num_leading_tokens
+        iou_token_out = hs[:, s, :]  # (B, C)
+        mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]  # (B, M, C)
 
         src = src.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
-        upscaled = self.output_upscaling(src)  # (B, C/8, 4h, 4w)
+        upscaled = self.upscale(src, high_res_features)  # (B, C/8, 4h, 4w)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
@@ -155,4 +167,4 @@ class MaskDecoder(nn.Module):
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)  # (B, M, 4h, 4w)
         iou_pred = self.iou_prediction_head(iou_token_out)  # (B, M)
-        return masks, iou_pred
+        return masks, iou_pred, hs

@@ -106,7 +106,9 @@ class PromptEncoder(nn.Module):
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
-        """(B, N, 2) pixel coordinates and (B, N) labels -> (B, N (+1 if pad), embed_dim)."""
+        """(B, N, 2) pixel coordinates and (B, N) labels -> (B, N (+1 if pad), embed_dim).
+
+        Labels: -1 padding, 0 background, 1 foreground, 2 box top-left, 3 box bottom-right."""
         points = points + 0.5  # pixel centres
         if pad:  # without a box, a padding point (label -1) completes the prompt
             points = torch.cat([points, points.new_zeros(points.shape[0], 1, 2)], dim=1)
@@ -114,8 +116,11 @@ class PromptEncoder(nn.Module):
         embedding = self.pe_layer.forward_with_coords(points, self.input_image_size)  # (B, N, C)
         labels = labels[..., None]  # (B, N, 1)
         embedding = torch.where(labels == -1, self.not_a_point_embed.weight, embedding)
-        embedding = torch.where(labels == 0, embedding + self.point_embeddings[0].weight, embedding)
-        embedding = torch.where(labels == 1, embedding + self.point_embeddings[1].weight, embedding)
+        # labels 2 and 3 are box corners given as points (SAM 2's predictor does that)
+        for kind in range(self.num_point_embeddings):
+            embedding = torch.where(
+                labels == kind, embedding + self.point_embeddings[kind].weight, embedding
+            )
         return embedding
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:

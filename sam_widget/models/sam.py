@@ -170,12 +170,19 @@ def build_image_encoder(config: SamConfig) -> nn.Module:
     )
 
 
-def build_sam(variant_or_config: str | SamConfig = "vit_b") -> Sam:
-    """A randomly initialised :class:`Sam` of a registered variant or of a :class:`SamConfig`.
+def build_sam(variant_or_config: Any = "vit_b") -> nn.Module:
+    """A randomly initialised model of a registered variant or of a config.
 
-    The model is returned in eval mode (like the official builders); load weights with
-    ``sam_widget.load_model`` or ``model.load_state_dict(state_dict, strict=True)``.
+    SAM variants ("vit_b", "vit_l", "vit_h", "mobile_sam") and :class:`SamConfig` give a
+    :class:`Sam`; the SAM 2.1 names ("sam2.1_hiera_tiny", ..._small, ..._base_plus, ..._large)
+    and ``Sam2Config`` give a ``sam_widget.models.sam2.Sam2``. The model is returned in eval
+    mode (like the official builders); load weights with ``sam_widget.load_model`` or
+    ``model.load_state_dict(state_dict, strict=True)``.
     """
+    from . import sam2
+
+    if isinstance(variant_or_config, sam2.Sam2Config) or variant_or_config in sam2.CONFIGS:
+        return sam2.build_sam2(variant_or_config)
     config = get_config(variant_or_config)
     if config.encoder.out_chans != config.prompt_embed_dim:
         raise ValueError(

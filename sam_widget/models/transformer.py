@@ -1,6 +1,8 @@
 """The two-way transformer of SAM's mask decoder: prompt tokens and image tokens attend to
 each other (token self-attention, token->image, MLP, image->token), then a last token->image
-attention. Parameter names equal the official checkpoints'."""
+attention. Parameter names equal the official checkpoints'; SAM 2's copy differs only in the
+names of the token MLP's layers (``mlp.layers.0/1`` instead of ``mlp.lin1/lin2``), chosen with
+``mlp_layers=True``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLPBlock
+from .layers import MLP, MLPBlock
 
 
 class Attention(nn.Module):
@@ -60,6 +62,7 @@ class TwoWayAttentionBlock(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
         attention_downsample_rate: int = 2,
         skip_first_layer_pe: bool = False,
+        mlp_layers: bool = False,
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim=embedding_dim, num_heads=num_heads)
@@ -70,7 +73,16 @@ class TwoWayAttentionBlock(nn.Module):
             downsample_rate=attention_downsample_rate,
         )
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLPBlock(embedding_dim=embedding_dim, mlp_dim=mlp_dim, act=activation)
+        if mlp_layers:  # SAM 2's parameter names; the same two layers
+            self.mlp: nn.Module = MLP(
+                input_dim=embedding_dim,
+                hidden_dim=mlp_dim,
+                output_dim=embedding_dim,
+                num_layers=2,
+                activation=activation,
+            )
+        else:
+            self.mlp = MLPBlock(embedding_dim=embedding_dim, mlp_dim=mlp_dim, act=activation)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(
@@ -121,6 +133,7 @@ class TwoWayTransformer(nn.Module):
         mlp_dim: hidden width of the token MLPs.
         activation: the MLP activation.
         attention_downsample_rate: width reduction inside the cross-attentions.
+        mlp_layers: name the token MLPs' layers ``layers.0/1`` (SAM 2) instead of ``lin1/2``.
     """
 
     def __init__(
@@ -132,6 +145,7 @@ class TwoWayTransformer(nn.Module):
         mlp_dim: int,
         activation: type[nn.Module] = nn.ReLU,
         attention_downsample_rate: int = 2,
+        mlp_layers: bool = False,
     ) -> None:
         super().__init__()
         self.depth = depth
@@ -146,6 +160,7 @@ class TwoWayTransformer(nn.Module):
                 activation=activation,
                 attention_downsample_rate=attention_downsample_rate,
                 skip_first_layer_pe=(i == 0),
+                mlp_layers=mlp_layers,
             )
             for i in range(depth)
         )

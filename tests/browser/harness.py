@@ -125,6 +125,8 @@ class JupyterLabServer:
         pythonpath: directories prepended to PYTHONPATH so kernels import sam_widget from this
             checkout (default: the repository root).
         log_level: the server's log level ("DEBUG" shows per-message activity).
+        app: "lab" (JupyterLab) or "notebook" (Notebook 7: same front-end machinery, one
+            notebook per page, shortcuts listened for in the capture phase).
 
     Attributes: `url` (base URL, no token), `token`, `log_path` (server stdout+stderr),
     `root_dir`.
@@ -139,7 +141,11 @@ class JupyterLabServer:
         env: dict[str, str] | None = None,
         pythonpath: list[str | Path] | None = None,
         log_level: str = "INFO",
+        app: str = "lab",
     ) -> None:
+        if app not in ("lab", "notebook"):
+            raise ValueError(f"app must be 'lab' or 'notebook', got {app!r}")
+        self.app = app
         self._tmp = Path(tempfile.mkdtemp(prefix="sam-widget-lab-"))
         self.root_dir = Path(root_dir) if root_dir is not None else self._tmp / "root"
         self.root_dir.mkdir(parents=True, exist_ok=True)
@@ -167,11 +173,12 @@ class JupyterLabServer:
 
     def command(self) -> list[str]:
         """The full command line that starts the server."""
+        cls = "LabApp" if self.app == "lab" else "JupyterNotebookApp"
         args = [
             sys.executable,
             "-m",
             "jupyter",
-            "lab",
+            self.app,
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",
@@ -179,12 +186,13 @@ class JupyterLabServer:
             f"--ServerApp.root_dir={self.root_dir}",
             f"--IdentityProvider.token={self.token}",
             "--ServerApp.allow_remote_access=False",
-            "--LabApp.expose_app_in_browser=True",
-            f"--LabApp.user_settings_dir={self._write_settings()}",
-            f"--LabApp.workspaces_dir={self._tmp / 'workspaces'}",
-            "--LabApp.news_url=",
+            f"--{cls}.expose_app_in_browser=True",
+            f"--{cls}.user_settings_dir={self._write_settings()}",
+            f"--{cls}.workspaces_dir={self._tmp / 'workspaces'}",
             f"--ServerApp.log_level={self.log_level}",
         ]
+        if self.app == "lab":
+            args.append("--LabApp.news_url=")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--allow-root")  # containers and CI often run as root
         if self.server_extension is not None:
@@ -291,6 +299,12 @@ class JupyterLabServer:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
+    def page_url(self, path: str, workspace: str) -> str:
+        """The address that opens notebook `path` (JupyterLab: in a fresh workspace)."""
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{path}?token={self.token}"
+        return f"{self.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={self.token}"
+
     def log_text(self) -> str:
         """Everything the server has logged so far."""
         if self._log_file is not None:
@@ -378,7 +392,7 @@ _JS_WAIT_READY = (
   const t0 = Date.now();
   const app = window.jupyterapp;
   await app.started;
-  await app.restored;
+  await (app.restored || Promise.resolve());
   let panel = null;
   while (!(panel = findPanel(path))) {
     if (Date.now() - t0 > timeout) throw new Error('notebook ' + path + ' did not open');
@@ -651,10 +665,7 @@ class Lab:
             page.on("dialog", self._on_dialog)
             self.pages.append(page)
         workspace = f"harness{os.getpid()}x{next(self._workspaces)}"
-        page.goto(
-            f"{self.server.url}/lab/workspaces/{workspace}/tree/{path}"
-            f"?reset&token={self.server.token}"
-        )
+        page.goto(self.server.page_url(path, workspace))
         return Notebook(self, page, path)
 
     def _on_dialog(self, dialog) -> None:

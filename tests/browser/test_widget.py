@@ -291,11 +291,11 @@ def test_undo_redo_clear_and_add_object(lab):
     assert nb.value("int(w.objects[0]['mask'].sum()) > 0")
     wait_overlay_rev(view, after["rev"])
     view.locator(".sam-objects li").wait_for()
-    # the object stays drawn in its own colour
-    wait_for(lambda: canvas_alpha(view).any(), "the object drawn")
+    # the object stays drawn in its own colour, on the objects' layer
+    wait_for(lambda: canvas_alpha(view, "canvas.sam-objects-layer").any(), "the object drawn")
     view.get_by_role("checkbox", name="Show object 1").uncheck()
     wait_for(lambda: nb.value("w.objects[0]['visible']") is False, "hidden in Python")
-    wait_for(lambda: not canvas_alpha(view).any(), "the object hidden")
+    wait_for(lambda: not canvas_alpha(view, "canvas.sam-objects-layer").any(), "the object hidden")
     view.get_by_role("button", name="Delete object 1").click()
     wait_for(lambda: nb.value("w.objects") == [], "deleted in Python")
     # Esc clears, Enter adds an object
