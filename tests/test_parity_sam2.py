@@ -457,7 +457,11 @@ def test_predictor_hole_and_sprinkle_areas_act_on_the_low_res_logits(predictors)
     expected = F.interpolate(
         torch.from_numpy(filled)[None], (150, 210), mode="bilinear", align_corners=False
     )
-    expected = expected[0].numpy() > 0
-    print("differing pixels:", int((pred.masks != expected).sum()))
-    assert np.array_equal(pred.masks, expected)
+    expected = expected[0].numpy()
+    # equal wherever the resized logit is clear of the float32 band around the threshold (our
+    # masks come from one banded resize, not F.interpolate: see `_assert_same`)
+    differ = pred.masks != (expected > 0)
+    print("differing pixels:", int(differ.sum()))
+    assert (np.abs(expected[differ]) <= LOGITS_TOL * expected.std()).all()
+    assert differ.mean() <= 1e-4
     assert not np.array_equal(pred.masks, plain.masks)

@@ -387,16 +387,18 @@ def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
     assert 0 < stats["hover_requests"] < 2000  # coalesced: most moves never became requests
     assert stats["hover_requests"] == stats["hover_answers"]
     # the faint mask on screen is the one a click at the last position would produce
+    # (the widget keeps its own image handle; encode() hands the same cached one back)
     expected = nb.value(
         f"w.predictor.predict(points=np.array([[{lx}, {ly}]], np.float32), labels=np.array([1]),"
-        " multimask=True).masks_at(w.display_height, w.display_width).sum(axis=(1, 2)).tolist()"
+        " multimask=True, image=w.predictor.encode(w.image))"
+        ".masks_at(w.display_height, w.display_width).sum(axis=(1, 2)).tolist()"
     )
     shown = page.evaluate(
         "() => performance.getEntriesByName('sam:hover-drawn').at(-1).detail.area"
     )
     best = nb.value(
         f"int(w.predictor.predict(points=np.array([[{lx}, {ly}]], np.float32), "
-        "labels=np.array([1])).best)"
+        "labels=np.array([1]), image=w.predictor.encode(w.image)).best)"
     )
     assert shown == expected[best]
     assert "IOPub message rate exceeded" not in lab.server.log_text()
