@@ -186,6 +186,8 @@ def test_light_and_dark_theme_with_current_mask_and_objects(lab, tmp_path):
     )
     nb.page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
     wait_for(lambda: view.get_attribute("data-theme") == "dark", "the widget follows the theme")
+    # JupyterLab covers the page with its animated splash while it switches themes
+    nb.page.wait_for_selector("#jupyterlab-splash", state="detached")
     delete = view.get_by_role("button", name="Delete object 1")
     background = delete.evaluate("el => getComputedStyle(el).backgroundColor")
     assert background == "rgb(45, 45, 45)", f"delete button unstyled in dark mode: {background}"
