@@ -50,7 +50,7 @@ def clicks(p: sw.Predictor, handle, n: int) -> list[float]:
 
 def bench(name: str, n_clicks: int, rounds: int) -> None:
     torch.manual_seed(0)
-    p = sw.Predictor(sw.build_sam(name), device="cpu")
+    p = sw.Predictor(sw.build_sam(name), device="cpu", disk_cache=False)  # time real encodes
 
     # 2. next() to first masks on a prefetched image (the widget's encodes warm the model up)
     w = sw.SamWidget([image(1), image(2), image(3)], model=p)

@@ -444,6 +444,11 @@ class BackgroundWork:
             try:
                 rgb = self._load(j)
                 handle = self._engine.encode(rgb)
+                # what moving there would do next, so the first click waits for neither
+                prepare = getattr(self._engine, "prepare", None)
+                if prepare is not None:
+                    prepare(handle)
+                self._display(j, rgb)
             except BaseException as exc:  # noqa: BLE001 - shown when the user gets there
                 _free_accelerator_memory()
                 with self._cv:

@@ -454,6 +454,14 @@ class Predictor:
             raise RuntimeError("no image set: call set_image(image) before predict()")
         return state
 
+    def prepare(self, image: _ImageState) -> None:
+        """Build ``image``'s per-image decoder state now (the image side of the mask decoder),
+        which the first ``predict`` on it would otherwise build: for a prefetch thread, so the
+        first click on a prefetched image costs one prompt decode."""
+        image = self._current(image)
+        if self._fast:
+            self._context(image)
+
     def _context(self, state: _ImageState) -> fast_decoder._ImageContext:
         with state.context_lock:
             if not state.context:
