@@ -22,7 +22,6 @@ both alike; the median is reported. Not a test: timings vary with the machine an
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
@@ -34,23 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_predict import interleaved  # noqa: E402
 from sam_widget.predictor import Predictor  # noqa: E402
 from tests.reference_sam2 import sam2_pair  # noqa: E402
 
 TARGETS = {"encoder": 0.8, "click": 0.5, "everything": 0.5}
-
-
-def interleaved(fns: dict, repeat: int) -> dict[str, float]:
-    """Median seconds of each function, run in turn after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def report(what: str, times: dict[str, float], note: str = "") -> None:
