@@ -125,10 +125,11 @@ def bench_everything(official, ours, height: int, width: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="*", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("what", nargs="*", choices=[*TARGETS, []], help="default: all three")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    args.what = args.what or list(TARGETS)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
