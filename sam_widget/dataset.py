@@ -4,10 +4,11 @@
 ``ds.name(i)`` (the file name, or "image-<i>" for an in-memory array). Images are read lazily:
 opening a folder lists its file names and nothing more, so 10,000 photos open at once.
 
-Where the images come from is an ``ImageSource`` (``len``, ``name(i)``, ``read(i)``); a folder,
-a glob and a list of paths are a `PathSource`, a list of arrays an `ArraySource`. Another source
-(an embedding store, URLs) plugs in by implementing the same three methods and either being
-passed to ``Dataset`` directly or registered with `register_source`.
+Where the images come from is an ``ImageSource`` (``len``, ``name(i)``, ``read(i)``, and
+optionally ``masks(i)``: stored automatic masks); a folder, a glob and a list of paths are a
+`PathSource`, a list of arrays an `ArraySource`. Another source (an embedding store) plugs in by
+implementing the same methods and either being passed to ``Dataset`` directly or registered
+with `register_source`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 import glob as _glob
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .images import ImageError, to_rgb
+from .images import ImageError, is_url, to_rgb
 
 __all__ = ["Dataset", "ImageSource", "PathSource", "ArraySource", "IMAGE_SUFFIXES",
            "register_source"]
@@ -46,15 +47,19 @@ class ImageSource(Protocol):
 
 
 class PathSource:
-    """Image files given by path, in the given order (a folder or glob sorts them by name)."""
+    """Image files given by path or URL (read through fsspec), in the given order (a folder or
+    glob sorts them by name)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
-        self.paths = [Path(p) for p in paths]
-        names = [p.name for p in self.paths]
+        self.paths: list[Any] = [p if is_url(p) else Path(p) for p in paths]
+        names = [_file_name(p) for p in self.paths]
         if len(set(names)) != len(names):  # files from several folders: keep the names unique
-            common = Path(os.path.commonpath([os.path.abspath(p) for p in self.paths]))
-            names = [Path(os.path.abspath(p)).relative_to(common).as_posix()
+            parts = [(p if is_url(p) else Path(os.path.abspath(p)).as_posix()).split("/")
                      for p in self.paths]
+            common = 0
+            while all(len(x) > common + 1 and x[common] == parts[0][common] for x in parts):
+                common += 1
+            names = ["/".join(x[common:]) for x in parts]
         self._names = names
 
     def __len__(self) -> int:
@@ -65,6 +70,15 @@ class PathSource:
 
     def read(self, index: int) -> Any:
         return self.paths[index]
+
+
+def _file_name(path: Any) -> str:
+    """A path's file name; a URL's last part (without an http query)."""
+    if not is_url(path):
+        return Path(path).name
+    if path.lower().startswith(("http://", "https://")):
+        path = path.split("?", 1)[0].split("#", 1)[0]
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 class ArraySource:
@@ -105,17 +119,19 @@ def _natural_key(name: str) -> tuple:
                  for part in re.split(r"(\d+)", name))
 
 
-def _list_files(paths: list[Path], what: str) -> PathSource:
+def _list_files(files: Iterable[tuple[Any, str, bool, Callable[[], int]]],
+                what: str) -> PathSource:
+    """The image files among ``files``: (path or URL, file name, is a folder, its size)."""
     images, skipped = [], []
-    for p in paths:
-        if p.name.startswith(".") or p.is_dir():
+    for item, name, is_dir, size in files:
+        if name.startswith(".") or is_dir:
             continue
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(f"{p.name} (not an image file type)")
-        elif p.stat().st_size == 0:
-            skipped.append(f"{p.name} (empty file)")
+        if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+            skipped.append(f"{name} (not an image file type)")
+        elif size() == 0:
+            skipped.append(f"{name} (empty file)")
         else:
-            images.append(p)
+            images.append(item)
     if skipped:
         shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if
                                            len(skipped) > 10 else "")
@@ -127,6 +143,56 @@ def _list_files(paths: list[Path], what: str) -> PathSource:
     return PathSource(images)
 
 
+def _local_files(paths: Iterable[Path]) -> Iterator[tuple[Any, str, bool, Callable[[], int]]]:
+    for p in paths:
+        yield p, p.name, p.is_dir(), lambda p=p: p.stat().st_size
+
+
+def _url_glob(url: str) -> bool:
+    """Whether a URL is a glob pattern (never an http(s) one: "?" starts its query)."""
+    protocol, rest = url.split("://", 1)
+    return protocol.lower() not in ("http", "https") and _glob.has_magic(rest)
+
+
+def url_is_folder_or_glob(url: str) -> bool:
+    """Whether a URL means several images (a glob, or not an image file's name)."""
+    return _url_glob(url) or not _file_name(url).lower().endswith(IMAGE_SUFFIXES)
+
+
+def _url_source(url: str) -> ImageSource:
+    """Image files at a URL (fsspec): one file, a folder's files sorted by name, or a glob's
+    matches sorted by path."""
+    from .images import url_filesystem
+
+    fs, path = url_filesystem(url)
+    protocol, rest = url.split("://", 1)
+
+    def full(info: dict) -> str:  # the URL of a listed file, in the form the user wrote
+        name = info["name"]
+        if "://" in name:
+            return name
+        return fs.unstrip_protocol(name) if rest.startswith("/") or protocol == "file" else (
+            f"{protocol}://{name.lstrip('/')}")
+
+    def files(infos: Iterable[dict]) -> Iterator[tuple[Any, str, bool, Callable[[], int]]]:
+        for info in infos:
+            yield (full(info), _file_name(full(info)), info.get("type") == "directory",
+                   lambda info=info: int(info.get("size") or 0))
+
+    if _url_glob(url):
+        found = sorted(fs.glob(path, detail=True).values(), key=lambda i: _natural_key(i["name"]))
+        if not found:
+            raise ValueError(f"no files match {url!r}")
+        return _list_files(files(found), f"pattern {url!r}")
+    if fs.isdir(path):
+        found = sorted(fs.ls(path, detail=True), key=lambda i: _natural_key(_file_name(full(i))))
+        return _list_files(files(found), f"folder {url!r}")
+    if fs.isfile(path):
+        return PathSource([url])
+    raise ValueError(f"nothing at {url!r}: give an image file's URL, a folder's or a glob "
+                     "pattern ('s3://bucket/photos/*.jpg')")
+
+
 def _source_for(source: Any) -> ImageSource:
     for test, factory in _SOURCE_FACTORIES:
         if test(source):
@@ -135,11 +201,13 @@ def _source_for(source: Any) -> ImageSource:
         return source.source
     if isinstance(source, ImageSource) and not isinstance(source, (str, bytes, list, tuple)):
         return source
+    if is_url(source):
+        return _url_source(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
             files = sorted(path.iterdir(), key=lambda p: _natural_key(p.name))
-            return _list_files(files, f"folder {os.fspath(path)!r}")
+            return _list_files(_local_files(files), f"folder {os.fspath(path)!r}")
         if path.is_file():
             return PathSource([path])
         pattern = os.fspath(source)
@@ -148,7 +216,7 @@ def _source_for(source: Any) -> ImageSource:
                            key=lambda p: _natural_key(os.fspath(p)))
             if not files:
                 raise ValueError(f"no files match {pattern!r}")
-            return _list_files(files, f"pattern {pattern!r}")
+            return _list_files(_local_files(files), f"pattern {pattern!r}")
         raise ValueError(f"{pattern!r} is neither a folder, an image file nor a glob pattern "
                          "that matches files")
     if isinstance(source, np.ndarray):
@@ -162,9 +230,9 @@ def _source_for(source: Any) -> ImageSource:
         if all(isinstance(s, (str, os.PathLike)) for s in source):
             return PathSource(source)
         if any(isinstance(s, (str, os.PathLike)) for s in source):
-            return ArraySource([Path(s) if isinstance(s, (str, os.PathLike)) else s
-                                for s in source],
-                               names=[Path(s).name if isinstance(s, (str, os.PathLike))
+            return ArraySource([s if is_url(s) else Path(s) if isinstance(s, (str, os.PathLike))
+                                else s for s in source],
+                               names=[_file_name(s) if isinstance(s, (str, os.PathLike))
                                       else f"image-{i}" for i, s in enumerate(source)])
         return ArraySource(source)
     raise TypeError(f"cannot make a Dataset from {type(source).__name__}: pass a folder, a glob "
@@ -177,6 +245,8 @@ def is_dataset_source(value: Any) -> bool:
         return True
     if any(test(value) for test, _ in _SOURCE_FACTORIES):
         return True
+    if is_url(value):  # one image file, else a folder, a glob or a store
+        return url_is_folder_or_glob(value)
     if isinstance(value, (str, os.PathLike)):
         path = Path(value)
         return path.is_dir() or (not path.exists() and _glob.has_magic(os.fspath(value)))
@@ -235,6 +305,14 @@ class Dataset:
             except Exception:  # noqa: BLE001 - let the full read say what is wrong
                 pass
         return self[i].shape[:2]
+
+    def masks(self, index: int) -> list[dict] | None:
+        """Image ``index``'s stored automatic masks (a store filled by ``sw.precompute(...,
+        everything=True)``: `MaskGenerator` records with COCO RLE segmentations), or None when
+        its source keeps none (an optional ``masks(i)`` of the `ImageSource`)."""
+        i = self._index(index)
+        masks = getattr(self.source, "masks", None)
+        return None if masks is None else masks(i)
 
     def name(self, index: int) -> str:
         """The image's file name (relative path when names would clash), or "image-<i>"."""

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,37 @@ def resolve_engine(model: Any = "auto", device: str | None = None) -> Engine:
         f"model must be 'auto', 'classic', a SAM variant name, a loaded SAM model (nn.Module) "
         f"or an engine such as sw.Predictor, not {type(model).__name__}"
     )
+
+
+def _is_engine(obj: Any) -> bool:
+    return all(hasattr(obj, name) for name in ("set_image", "predict", "name"))
+
+
+#: engines made from a name or a module, shared by every widget that asks for the same one
+#: (each widget keeps its own image handles, so sharing is safe); freed with their last widget
+_ENGINES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(model: Any, device: str | None = None) -> Any:
+    """`resolve_engine`, shared: an engine made from a name or a module is reused by every
+    widget that asks for the same one, so a cell run again (``SamWidget(img, model="vit_b")``)
+    gets the engine the last run loaded, not a second copy of the model."""
+    if _is_engine(model):
+        return model
+
+    key = (model.strip().lower() if isinstance(model, str) else id(model), device)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None and (isinstance(model, str) or getattr(engine, "model", None)
+                                   is model):
+            return engine
+        engine = resolve_engine(model, device=device)
+        try:
+            _ENGINES[key] = engine
+        except TypeError:  # an engine that cannot be weakly referenced: not shared
+            pass
+        return engine
 
 
 def _is_module(obj: Any) -> bool:

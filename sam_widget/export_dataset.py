@@ -178,7 +178,8 @@ def dataset_to_coco(
 
     Annotations carry "segmentation" (compressed RLE, counts as str, byte for byte what
     pycocotools writes), "area", "bbox" [x, y, w, h], "iscrowd" 0, "category_id", and two
-    fields COCO readers ignore: "score" and "prompts" ({"points", "box", "steps"}).
+    fields COCO readers ignore: "score", "prompts" ({"points", "box", "steps"}) and "source"
+    (where the object came from: "prompts", "everything", "proposal"..., or None).
     """
     entries = _image_entries(images)
     objects = list(_objects(entries, annotations, labels))
@@ -196,6 +197,7 @@ def dataset_to_coco(
                 "iscrowd": 0,
                 "score": _score(obj.get("score")),
                 "prompts": _prompts(obj),
+                "source": None if obj.get("source") is None else str(obj["source"]),
             }
         )
     return {
@@ -432,7 +434,8 @@ def load_annotations(
             the same name, else the same base name (COCO files of other tools often hold
             "train/a.jpg"); COCO images that match none are listed in a warning.
     Returns:
-        ``({index: [{"mask", "label", "score", "points", "box", "steps"}, ...]}, labels)``:
+        ``({index: [{"mask", "label", "score", "points", "box", "steps", "source"}, ...]},
+        labels)``:
         labels are the category names in the file's order (without the category of
         unlabeled objects, whose objects get ``label=None``). Segmentations may be RLE
         (compressed or not) or polygons.
@@ -498,6 +501,7 @@ def load_annotations(
                 "points": prompts.get("points"),
                 "box": prompts.get("box"),
                 "steps": prompts.get("steps"),
+                "source": ann.get("source"),
             }
         )
     return dict(sorted(result.items())), labels

@@ -79,7 +79,10 @@ class Exports:
             with self._cv:
                 annotations = self._session.annotations()
                 labels = list(self._session.labels)
+                proposed = [self._session.names[i] for i in self._session.proposed()]
             log = {"engine": self.engine, "refine": bool(self.refine)}
+            if proposed:  # resuming never offers these images' proposals again
+                log["proposed"] = proposed
             out = export.save_dataset(path, self._image_records(), annotations, labels,
                                       prompt_log=log)
             self._session.mark_saved()
@@ -110,11 +113,32 @@ class Exports:
     def _resume(self, source: Any) -> None:
         from . import export
 
-        annotations, labels = export.load_annotations(source, list(self._session.names))
+        names = list(self._session.names)
+        annotations, labels = export.load_annotations(source, names)
         for objects in annotations.values():
             for obj in objects:
                 if obj.get("label") is not None and obj["label"] not in labels:
                     labels.append(obj["label"])
-        self._session.restore(annotations, labels)
+        where = {name: i for i, name in enumerate(names)}
+        proposed = [where[n] for n in _proposed_names(source) if n in where]
+        self._session.restore(annotations, labels, proposed)
         self._write(labels=list(self._session.labels), label=self._session.label,
                     label_colors=[self._session.color(x, 0) for x in self._session.labels])
+
+
+def _proposed_names(source: Any) -> list[str]:
+    """The images whose proposals a saved session had offered: the "proposed" list of the
+    prompts.json next to the annotations (written by ``save``), else none."""
+    import json
+
+    from .export_dataset import PROMPTS_FILE
+
+    if not isinstance(source, (str, Path)):  # a COCO dict: no prompt log
+        return []
+    path = Path(source)
+    log = path / PROMPTS_FILE if path.is_dir() else path.with_name(PROMPTS_FILE)
+    try:
+        names = json.loads(log.read_text(encoding="utf-8")).get("proposed") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(n) for n in names]

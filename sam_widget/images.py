@@ -15,7 +15,9 @@ How values are read (documented here because they are decisions, not accidents):
   RGBA and other transparent images are composited over white (transparent areas show as
   white, not as whatever colour the hidden pixels happen to hold).
 - PIL images in any mode (1, L, P, LA, PA, RGB, RGBA, CMYK, YCbCr, LAB, HSV, I, I;16, F),
-  with EXIF orientation applied; str / Path are opened with PIL.
+  with EXIF orientation applied; str / Path are opened with PIL; a URL ("s3://bucket/a.jpg",
+  "https://...", "memory://...") is read through fsspec (its backend, e.g. s3fs, installed),
+  then decoded like a file.
 - channels-first arrays (3, H, W) are refused with a hint, not guessed at.
 - arrays in OpenCV's BGR / BGRA order: pass ``image_format="BGR"``.
 - torch tensors on any device and of any dtype (bfloat16 included); channels last.
@@ -33,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "ImageError", "MAX_PIXELS", "to_rgb"]
+__all__ = ["FORMATS", "ImageError", "MAX_PIXELS", "to_rgb", "is_url", "url_filesystem",
+           "read_url"]
 
 # The largest image we accept, in pixels: PIL's own decompression-bomb error threshold
 # (2 x Image.MAX_IMAGE_PIXELS = 2 x 89,478,485), about 13,400 x 13,400. SAM works at
@@ -280,6 +283,49 @@ def _open_path(path: str | os.PathLike[str], max_pixels: int) -> np.ndarray:
     return _decode(path, os.fspath(path), max_pixels)
 
 
+def is_url(value: Any) -> bool:
+    """Whether ``value`` is a URL with a scheme ("s3://...", "memory://..."): read through
+    fsspec rather than opened as a local path."""
+    import re
+
+    return isinstance(value, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) is not None
+
+
+def url_filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) of ``url``. A protocol whose fsspec backend is not
+    installed is an ImportError naming the package to install (s3:// needs s3fs...)."""
+    from fsspec.core import url_to_fs
+    from fsspec.registry import known_implementations
+
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        return url_to_fs(url)
+    except ImportError as e:
+        import re
+
+        found = known_implementations.get(protocol, {}).get("class", "").split(".")[0]
+        packages = [found] if found and found != "fsspec" else re.findall(r'"([\w.-]+)"', str(e))
+        hint = f": pip install {' '.join(packages)}" if packages else ""
+        raise ImportError(f"reading {url!r} needs fsspec's backend for {protocol}:// URLs, "
+                          f"which is not installed{hint} ({e})") from None
+    except ValueError as e:
+        if "not known" not in str(e):
+            raise
+        raise ValueError(f"{url!r}: fsspec knows no {protocol}:// filesystem; use a local path "
+                         "or a URL fsspec reads (s3://, gs://, https://, memory://...)") from None
+
+
+def read_url(url: str) -> bytes:
+    """The bytes of the file at ``url`` (see `url_filesystem`); a missing file is an
+    ImageError naming it."""
+    fs, path = url_filesystem(url)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise ImageError(f"image file not found: {url} ({type(e).__name__})") from None
+
+
 def _open_bytes(data: Any, max_pixels: int) -> np.ndarray:
     import io
 
@@ -347,6 +393,10 @@ def to_rgb(image: Any, *, max_pixels: int = MAX_PIXELS, image_format: str = "RGB
             'image_format="BGR" is for arrays (such as cv2.imread\'s); a file or PIL image '
             'knows its own channel order: leave image_format at "RGB"'
         )
+    if is_url(image):
+        import io
+
+        return _decode(io.BytesIO(read_url(image)), image, max_pixels)
     if isinstance(image, (str, os.PathLike)):
         return _open_path(image, max_pixels)
     if is_file:

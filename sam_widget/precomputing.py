@@ -47,11 +47,10 @@ def _stat(path: str) -> list[int] | None:
 
 
 def _read_file(path: str) -> bytes:
-    if "://" in path:
-        import fsspec
+    from .images import is_url, read_url
 
-        with fsspec.open(path, "rb") as f:
-            return f.read()
+    if is_url(path):
+        return read_url(path)  # fsspec; a missing backend names the package to install
     with open(path, "rb") as f:
         return f.read()
 

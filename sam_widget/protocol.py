@@ -163,13 +163,9 @@ class ViewProtocol:
                 self._object_edit(oid, {"visible": bool(content.get("visible", True))},
                                   client)
             self._write(prompt_seq=seq)
-        elif kind == "everything":
-            if self.everything_state.startswith("unavailable"):
-                raise PromptError(self.everything_state.split(": ", 1)[1])
-            self._stop_everything = False
-            self._everything = True
+        elif kind == "everything":  # stored masks at once, else a run (sam_widget.editing)
             self._write(prompt_seq=seq)
-            self._kick()
+            self._press_everything()
         elif kind == "stop":  # ends "Everything" after the batch in flight
             self._stop_everything = True
             self._write(prompt_seq=seq)

@@ -5,6 +5,12 @@ kept within a byte budget), the selected candidate, the committed objects (each 
 and the undoable edits of those objects. `Session` holds one `ImageSession` per image of a
 `Dataset`, the current position and the class labels. Nothing here knows of traitlets, threads
 or the wire: ``sam_widget.widget`` shows a Session and serialises access to it.
+
+Every object says where it came from in its ``"source"``: "prompts" (kept with "Add object"),
+"everything" (the automatic masks, of a live `MaskGenerator` run or stored in an embedding
+store), "proposal" (a store's automatic masks pre-filled when the user first arrived on an image
+that had no objects, see `Session.prefill`) or "annotations" (loaded from a file that did not
+say).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 from .predictor import Prediction
 
 __all__ = ["PromptError", "ImageSession", "Session", "validate_points", "validate_box",
-           "MAX_POINTS", "PALETTE", "HISTORY_BYTES"]
+           "automatic_objects", "MAX_POINTS", "PALETTE", "HISTORY_BYTES", "SOURCES"]
 
 #: most points one prompt may hold; SAM itself was trained with far fewer
 MAX_POINTS = 256
@@ -32,6 +38,8 @@ PALETTE = (
 HISTORY_BYTES = 16 * 2**20
 #: the states next to the current one always keep their answers (undo/redo is instant)
 _KEEP_NEAR = 2
+#: what an object's "source" says (see the module docstring)
+SOURCES = ("prompts", "everything", "proposal", "annotations")
 #: the longest a value is quoted in an error message
 QUOTE = 200
 
@@ -181,6 +189,9 @@ class ImageSession:
         self.error: str | None = None
         #: True once anything changed that a save has not written yet
         self.changed = False
+        #: True once the image's stored automatic masks were offered as proposals (or it had
+        #: objects when the user first arrived): `Session.prefill` never offers them twice
+        self.proposed = False
 
     # --------------------------------------------------------------------------- prompts
     @property
@@ -336,6 +347,7 @@ class ImageSession:
             "steps": self.steps(refine),
             # hand edits after the prompts (export.replay applies them last)
             "strokes": [dict(x) for x in entry.strokes],
+            "source": "prompts",
             "mask": mask,
         }
         self._snapshot()
@@ -407,6 +419,29 @@ class ImageSession:
         mask = apply_stroke(obj["mask"], stroke)
         return self.edit_object(object_id, mask=mask, area=int(mask.sum()),
                                 strokes=[*obj.get("strokes", []), stroke])
+
+
+def automatic_objects(records: list[dict], label: str | None, source: str,
+                      size: tuple[int, int] | None = None) -> list[dict]:
+    """Objects (without id, name and colour) from automatic-mask records as `MaskGenerator`
+    gives them: "segmentation" a bool (H, W) mask or a COCO RLE (``output_mode="coco_rle"``, as
+    an embedding store keeps them), "predicted_iou", "point_coords". ``size`` (H, W): the image
+    they must fit (a clear error otherwise)."""
+    from .export import decode_rle
+
+    out = []
+    for i, rec in enumerate(records):
+        seg = rec["segmentation"]
+        mask = decode_rle(seg) if isinstance(seg, dict) else np.asarray(seg, bool)
+        if size is not None and mask.shape != tuple(size):
+            raise ValueError(f"automatic mask {i} is {mask.shape[0]}x{mask.shape[1]}, but the "
+                             f"image is {size[0]}x{size[1]}: the masks belong to another image")
+        out.append({"name": None, "label": label, "color": "",
+                    "score": float(rec.get("predicted_iou", 0.0)),
+                    "points": [[*p, 1] for p in rec.get("point_coords", [])],
+                    "box": None, "visible": True, "area": int(mask.sum()),
+                    "steps": [], "source": source, "mask": mask})
+    return out
 
 
 def entry_masks(entry: Entry, prediction: Prediction | None = None) -> np.ndarray:
@@ -496,8 +531,48 @@ class Session:
         """{index: objects} of every image that has any, in dataset order."""
         return {i: list(s.objects) for i, s in sorted(self.images.items()) if s.objects}
 
-    def restore(self, annotations: dict[int, list[dict]], labels: list[str]) -> None:
-        """Put saved objects back on their images (labels first joined to the known ones)."""
+    def add_automatic(self, records: list[dict], *, label: str | None, source: str = "everything",
+                      index: int | None = None, size: tuple[int, int] | None = None
+                      ) -> list[dict]:
+        """Automatic-mask records (see `automatic_objects`) become objects of image ``index``
+        (default: the current one) in one undoable step; returns them."""
+        img = self.image(index)
+        added = img.add_objects(automatic_objects(records, label, source, size))
+        for obj in added:
+            obj["name"] = f"{'proposal' if source == 'proposal' else 'object'} {obj['id']}"
+            obj["color"] = self.color(label, obj["id"])
+        return added
+
+    def prefill(self, index: int, records: list[dict] | None,
+                size: tuple[int, int] | None = None) -> list[dict]:
+        """Proposals (the SAM paper's semi-automatic stage): the first time the user arrives on
+        an image that has no objects, its stored automatic masks become unlabelled objects with
+        source "proposal", the image's starting state (not an edit to undo, not an unsaved
+        change). Never twice for one image: not after the user deleted them, not on an image
+        that had objects (e.g. resumed ones). ``records`` None (none stored): nothing happens."""
+        img = self.image(index)
+        if img.proposed or records is None:
+            return []
+        img.proposed = True
+        if img.objects:
+            return []
+        changed = img.changed
+        added = self.add_automatic(records, label=None, source="proposal", index=index,
+                                   size=size)
+        img._object_undo.pop()  # the starting state: undo does not remove it
+        img.changed = changed
+        return added
+
+    def proposed(self) -> list[int]:
+        """Indices of the images whose proposals were offered (`prefill`), for a save to keep."""
+        return sorted(i for i, s in self.images.items() if s.proposed)
+
+    def restore(self, annotations: dict[int, list[dict]], labels: list[str],
+                proposed: Any = ()) -> None:
+        """Put saved objects back on their images (labels first joined to the known ones);
+        ``proposed``: indices of images whose proposals were already offered (never again)."""
+        for index in proposed:
+            self.image(index).proposed = True
         for name in labels:
             if name not in self.labels:
                 self.labels.append(name)
@@ -513,7 +588,8 @@ class Session:
                               "color": "", "score": float(obj.get("score") or 0.0),
                               "points": obj.get("points") or [], "box": obj.get("box"),
                               "visible": True, "area": int(mask.sum()),
-                              "steps": obj.get("steps") or [], "mask": mask})
+                              "steps": obj.get("steps") or [],
+                              "source": obj.get("source") or "annotations", "mask": mask})
             for obj in img.add_objects(added):
                 obj["name"] = obj["name"] or (f"{obj['label']} {obj['id']}" if obj["label"]
                                               else f"object {obj['id']}")

@@ -416,15 +416,22 @@ def open_store(store: Any, storage_options: dict | None = None) -> EmbeddingStor
 
 
 def looks_like_store(value: Any) -> bool:
-    """Whether ``Dataset(value)`` means an embedding store: an `EmbeddingStore`, a URL with a
-    scheme, or a folder holding a zarr group made by sam-widget."""
+    """Whether ``Dataset(value)`` means an embedding store: an `EmbeddingStore`, a URL where a
+    zarr group is (not an image file's URL, a glob or a folder of images), or a folder holding
+    a zarr group made by sam-widget."""
     if isinstance(value, EmbeddingStore):
         return True
     if not isinstance(value, (str, os.PathLike)):
         return False
     text = os.fspath(value)
     if "://" in text and not text.startswith("file://"):
-        return True
+        from .dataset import _url_glob, url_is_folder_or_glob
+        from .images import url_filesystem
+
+        if _url_glob(text) or not url_is_folder_or_glob(text):  # a glob, an image file
+            return False
+        fs, path = url_filesystem(text)  # one look: is there a zarr group?
+        return fs.isfile(f"{path.rstrip('/')}/zarr.json")
     path = text[len("file://") :] if text.startswith("file://") else text
     meta = os.path.join(os.path.expanduser(path), "zarr.json")
     if not os.path.isfile(meta):

@@ -19,9 +19,7 @@ import math
 import threading
 import uuid
 import warnings
-import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,8 @@ import traitlets as t
 from .background import BackgroundWork, logger
 from .codec import display_size, encode_image, encode_masks
 from .dataset import ArraySource, Dataset, is_dataset_source
+from .editing import Editing, check_proposals
+from .engines import shared_engine
 from .exporting import Exports
 from .images import to_rgb
 from .picture import PictureDisplay
@@ -49,7 +49,6 @@ from .session import (  # noqa: F401 - re-exported: the widget's public error an
     validate_points,
 )
 from .session import prompt_state as _state
-from .strokes import validate_stroke
 from .wire import (
     bytes_trait_from_json,
     bytes_trait_to_json,
@@ -80,15 +79,23 @@ class ClosedError(RuntimeError):
     """The widget was closed: make a new one (annotations can still be saved)."""
 
 
-class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget.AnyWidget):
+class SamWidget(PictureDisplay, Editing, Exports, ViewProtocol, BackgroundWork,
+                anywidget.AnyWidget):
     """Segment Anything in a notebook: click or drag on the image, get masks in Python.
 
     ``SamWidget(image_or_dataset, model="auto", labels=None, annotations=None)``: one image
-    (numpy, PIL image, path) or many (a `Dataset`, a folder, a glob, a list). model "auto" (SAM
-    vit_b when its weights are available, else the weights-free "classic"), a variant name, a
-    ``Sam`` module or a ``Predictor``/Engine (which may be shared between widgets). Images are
-    encoded on background threads, the next ones ahead of time; prompts made meanwhile are kept
-    and answered when the encode is done.
+    (numpy, PIL image, path, URL) or many (a `Dataset`, a folder, a glob, a list, an embedding
+    store). model "auto" (SAM vit_b when its weights are available, else the weights-free
+    "classic"), a variant name, a ``Sam`` module or a ``Predictor``/Engine (which may be shared
+    between widgets). Images are encoded on background threads, the next ones ahead of time;
+    prompts made meanwhile are kept and answered when the encode is done.
+
+    ``proposals=True`` (a dataset over a store precomputed with ``everything=True``): the first
+    time you arrive on an image without objects, its stored automatic masks are there as
+    unlabelled objects with ``"source": "proposal"``; delete or relabel them like any object and
+    add what they missed. An image is pre-filled once: not again after you emptied it, nor on
+    one resumed with objects (``w.save`` records which images were offered theirs). Without it,
+    "Everything" still takes an image's stored masks at once instead of running the generator.
     """
 
     # Our own trait instead of anywidget's file watcher: its signal holds every widget forever
@@ -194,6 +201,7 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
         refine: bool = True,
         hover: bool = True,
         opacity: float = 0.5,
+        proposals: bool = False,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -201,7 +209,7 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             raise TypeError(
                 f"SamWidget() got unexpected keyword argument(s): {names}. Valid ones: model, "
                 "device, labels, annotations, max_display_size, multimask, refine, hover, "
-                "opacity."
+                "opacity, proposals."
             )
         self._closed = False
         self._cv = threading.Condition(threading.RLock())
@@ -212,7 +220,7 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
         else:
             self._dataset = Dataset(ArraySource([to_rgb(image)], ["image"]))
         session = Session(self._dataset.names, labels)
-        engine = _resolve_engine(model, device)  # before any thread: a failure leaves none
+        engine = shared_engine(model, device)  # before any thread: a failure leaves none
         store = getattr(self._dataset.source, "store", None)  # a Dataset over an embedding store
         if store is not None and hasattr(engine, "use_store"):
             engine.use_store(store)  # its images open with no encoder run
@@ -227,6 +235,7 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             self._engine = engine
             self._max_display = int(max_display_size)
             self._init_state()
+            self._proposals = check_proposals(proposals, self._dataset)
             if annotations is not None:
                 self._resume(annotations)
             self.engine = str(getattr(engine, "name", type(engine).__name__))
@@ -357,34 +366,6 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             "status": self.status,
         }
 
-    def apply_stroke(self, stroke: dict, target: int | None = None) -> SamWidget:
-        """Brush or erase at full resolution: ``stroke`` is ``{"mode": "add" | "erase",
-        "radius": r, "points": [[x, y], ...]}`` in image pixels (sam_widget.strokes).
-
-        ``target`` None edits the current mask (an undoable step; later prompts keep the edit,
-        "Add object" and the prompt log record it); an object id edits that kept object
-        (undoable). Returns once the masks reflect it."""
-        self._check_open()
-        self._wait()
-        self._stroke(stroke, target, client=None)
-        return self._wait()
-
-    def _stroke(self, stroke: Any, target: Any, client: str | None,
-                seq: str | None = None) -> None:
-        w, h = self._size
-        try:
-            clean = validate_stroke(stroke, w, h)
-        except ValueError as exc:
-            raise PromptError(str(exc)) from None
-        with self._cv:
-            img = self._session.current
-            if target is None:
-                img.paint(clean)
-                self._changed(client, seq=seq)
-            else:
-                img.paint_object(target, clean)
-                self._changed(client, seq=seq, objects=True)
-
     def add_point(self, x: float, y: float, label: int = 1) -> SamWidget:
         """Add a prompt point (image pixels); returns once the masks reflect it."""
         self._check_open(image=True)
@@ -427,65 +408,6 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             elif seq is not None:
                 self._write(prompt_seq=seq)
         return self if client is not None else self._wait()
-
-    def commit(self, name: str | None = None, *, label: Any = ...) -> dict | None:
-        """"Add object": keep the current mask as an object and start the next one.
-
-        ``label`` (default: ``w.label``) is one of ``w.labels`` or None. Returns the new object
-        (dict with id, name, label, color, score, points, box, visible, area, steps, mask), or
-        None when there is no mask to keep.
-        """
-        self._check_open()
-        label = self.label if label is ... else self._session.check_label(label)
-        self._wait()
-        obj = self._commit(name, label)
-        self._wait()
-        return obj
-
-    def _commit(self, name: str | None = None, label: Any = ...,
-                client: str | None = None) -> dict | None:
-        with self._cv:
-            label = self.label if label is ... else label
-            img = self._session.current
-            oid = img.next_object
-            obj = img.commit(label=label, color=self._session.color(label, oid),
-                             refine=bool(self.refine), name=name)
-            if obj is not None:
-                self._changed(client, objects=True)
-        return obj
-
-    def _commit_now(self) -> None:
-        self._pending_commit = False
-        try:
-            self._commit(client=self._chain[0])
-        except Exception as exc:  # noqa: BLE001
-            self._report(exc, "add object")
-
-    def remove_object(self, object_id: int) -> None:
-        """Delete a committed object of the current image by id (undoable)."""
-        self._object_edit(object_id, None)
-
-    def set_object_label(self, object_id: int, label: str | None) -> dict:
-        """Give an object another label (one of ``w.labels`` or None; undoable)."""
-        label = self._session.check_label(label)
-        return self._object_edit(object_id, {"label": label,
-                                             "color": self._session.color(label, object_id)})
-
-    def set_object_visible(self, object_id: int, visible: bool) -> None:
-        """Show or hide a committed object's mask in the view."""
-        self._object_edit(object_id, {"visible": bool(visible)})
-
-    def _object_edit(self, object_id: int, changes: dict | None,
-                     client: str | None = None) -> dict | None:
-        with self._cv:
-            img = self._session.current
-            if changes is None:
-                img.remove_object(object_id)
-                obj = None
-            else:
-                obj = img.edit_object(object_id, **changes)
-            self._changed(client, objects=True)
-        return obj
 
     # --- navigation -----------------------------------------------------------------------
     def goto(self, index: int) -> SamWidget:
@@ -535,52 +457,6 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             self._displays.pop(self._session.index, None)
             self._show(self._session.index)
         return self
-
-    def segment_everything(
-        self, progress: Callable[[int, int], None] | None = None,
-        found: list[int] | None = None, **settings: Any
-    ) -> list[dict]:
-        """Run SAM's automatic mask generator (``sam_widget.automatic.MaskGenerator``, official
-        settings as keywords) and add every mask as an object; returns the new objects.
-
-        ``progress(done, total)`` is called after each batch of point prompts; ``found``, a
-        one-item list, holds the number of masks kept so far when it is called."""
-        from .automatic import MaskGenerator
-        from .predictor import Predictor
-
-        self._check_open()
-        self._wait()
-        if not isinstance(self._engine, Predictor):
-            raise ValueError(
-                f"'Everything' needs a SAM model; this widget runs {self.engine!r}. "
-                "Create it with model='vit_b' (or another SAM variant) to segment everything."
-            )
-        gen = MaskGenerator(self._engine, **settings)
-        if found is not None:  # the masks kept so far, read by the progress callback
-            inner = progress
-
-            def progress(done: int, total: int) -> None:
-                found[0] = gen.found
-                if inner is not None:
-                    inner(done, total)
-
-        records = gen.generate(self.image, progress=progress)
-        with self._cv:
-            label = self.label
-            new = []
-            for rec in records:
-                mask = np.asarray(rec["segmentation"], bool)
-                new.append({"name": None, "label": label, "color": "",
-                            "score": float(rec.get("predicted_iou", 0.0)),
-                            "points": [[*p, 1] for p in rec.get("point_coords", [])],
-                            "box": None, "visible": True, "area": int(mask.sum()),
-                            "steps": [], "mask": mask})
-            added = self._session.current.add_objects(new)
-            for obj in added:
-                obj["name"] = f"object {obj['id']}"
-                obj["color"] = self._session.color(label, obj["id"])
-            self._changed(None, objects=True)
-        return added
 
     # --- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
@@ -727,6 +603,8 @@ class SamWidget(PictureDisplay, Exports, ViewProtocol, BackgroundWork, anywidget
             else:
                 values.update(status="ready", message=self._ready_message())
             self._write(**values)
+            if rgb is not None:
+                self._offer_proposals(i, (h, w))
             self._changed(None, objects=True)
 
     def _object_bytes(self, obj: dict) -> bytes:
@@ -915,39 +793,6 @@ def _check_opacity(value: Any) -> float:
             math.isfinite(value) and 0 <= value <= 1):
         raise t.TraitError(f"opacity must be a number in [0, 1], got {quote(value)}")
     return float(value)
-
-
-def _is_engine(obj: Any) -> bool:
-    return all(hasattr(obj, name) for name in ("set_image", "predict", "name"))
-
-
-#: engines made from a name or a module, shared by every widget that asks for the same one
-#: (each widget keeps its own image handles, so sharing is safe); freed with their last widget
-_ENGINES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-_ENGINES_LOCK = threading.Lock()
-
-
-def _resolve_engine(model: Any, device: str | None) -> Any:
-    """An Engine from "auto", a variant name, "classic", a Sam module, a Predictor/Engine.
-
-    A cell run again (``SamWidget(img, model="vit_b")``) gets the engine the last run loaded,
-    not a second copy of the model."""
-    if _is_engine(model):
-        return model
-    from .engines import resolve_engine
-
-    key = (model.strip().lower() if isinstance(model, str) else id(model), device)
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(key)
-        if engine is not None and (isinstance(model, str) or getattr(engine, "model", None)
-                                   is model):
-            return engine
-        engine = resolve_engine(model, device=device)
-        try:
-            _ENGINES[key] = engine
-        except TypeError:  # an engine that cannot be weakly referenced: not shared
-            pass
-        return engine
 
 
 logging.getLogger("sam_widget").addHandler(logging.NullHandler())

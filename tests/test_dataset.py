@@ -130,3 +130,68 @@ def test_other_sources_plug_in_by_protocol_and_registration():
         from sam_widget import dataset
 
         dataset._SOURCE_FACTORIES.pop(0)
+
+
+@pytest.fixture
+def memory_photos():
+    """Image files in fsspec's memory filesystem (one JPEG turned by EXIF), removed after."""
+    import io
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    files = {}
+    for name, value in [("b.png", 20), ("a.jpg", 10), ("img10.png", 40), ("img2.png", 30)]:
+        buf = io.BytesIO()
+        fmt = "JPEG" if name.endswith(".jpg") else "PNG"
+        exif = Image.Exif()
+        exif[0x0112] = 6 if fmt == "JPEG" else 1  # the JPEG is turned 90 degrees
+        Image.fromarray(np.full((8, 12, 3), value, np.uint8)).save(buf, fmt, exif=exif)
+        files[name] = buf.getvalue()
+        fs.pipe(f"/photos/{name}", files[name])
+    fs.pipe("/photos/notes.txt", b"not an image")
+    fs.pipe("/photos/sub/c.png", files["b.png"])
+    yield files
+    fs.rm("/photos", recursive=True)
+
+
+def test_image_urls_are_read_through_fsspec_like_files(memory_photos):
+    """A list of URLs, a glob URL and a folder URL; names are the file names; pixels are
+    what to_rgb gives for the same file's bytes (EXIF applied)."""
+    urls = ["memory://photos/img2.png", "memory://photos/a.jpg"]
+    ds = sw.Dataset(urls)
+    assert ds.names == ["img2.png", "a.jpg"]
+    assert (ds[0] == 30).all() and ds[0].shape == (8, 12, 3)
+    np.testing.assert_array_equal(ds[1], sw.images.to_rgb(memory_photos["a.jpg"]))
+    assert ds[1].shape == (12, 8, 3) and ds.size(1) == (12, 8)  # EXIF: turned
+    glob = sw.Dataset("memory://photos/*.png")
+    assert glob.names == ["b.png", "img2.png", "img10.png"]
+    assert [int(glob[i][0, 0, 0]) for i in range(3)] == [20, 30, 40]
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*notes\.txt"):
+        folder = sw.Dataset("memory://photos/")
+    assert folder.names == ["a.jpg", "b.png", "img2.png", "img10.png"]
+    assert sw.Dataset(["memory://photos/b.png", "memory://photos/sub/c.png"]).names == [
+        "b.png", "c.png"]
+    clash = sw.Dataset(["memory://photos/b.png", "memory://x/b.png"])
+    assert clash.names == ["photos/b.png", "x/b.png"]
+    assert (sw.images.to_rgb("memory://photos/img10.png") == 40).all()
+    with pytest.raises(ImageError, match="not found: memory://photos/nope.png"):
+        sw.Dataset(["memory://photos/nope.png"])[0]
+    with pytest.raises(ValueError, match="no files match"):
+        sw.Dataset("memory://photos/*.tif")
+    with pytest.raises(ValueError, match="nothing at 'memory://nowhere'"):
+        sw.Dataset("memory://nowhere")
+
+
+def test_a_url_whose_fsspec_backend_is_missing_names_the_package():
+    from fsspec.registry import register_implementation
+
+    register_implementation("samtestfs", "samwidget_missing_backend.FileSystem",
+                            errtxt="Install samwidget_missing_backend", clobber=True)
+    ds = sw.Dataset(["samtestfs://bucket/a.jpg", "samtestfs://bucket/b.jpg"])
+    assert ds.names == ["a.jpg", "b.jpg"]  # listing URLs reads nothing
+    with pytest.raises(ImportError, match=r"samtestfs:// URLs.*pip install "
+                                          r"samwidget_missing_backend"):
+        ds[0]
+    with pytest.raises(ValueError, match="fsspec knows no nope:// filesystem"):
+        sw.images.to_rgb("nope://a.png")

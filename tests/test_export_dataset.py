@@ -184,7 +184,8 @@ def test_resume_round_trips_exactly(saved, tmp_path, via):
     assert sorted(loaded) == [0, 2]
     for index, objects in annotations.items():
         for got, want in zip(loaded[index], objects, strict=True):
-            assert set(got) == {"mask", "label", "score", "points", "box", "steps"}
+            assert set(got) == {"mask", "label", "score", "points", "box", "steps", "source"}
+            assert got["source"] == want.get("source")
             np.testing.assert_array_equal(got["mask"], want["mask"])
             assert (got["label"], got["score"], got["points"], got["box"], got["steps"]) == (
                 want["label"],

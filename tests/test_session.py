@@ -164,3 +164,45 @@ def test_restore_puts_saved_objects_back_with_their_labels_and_nothing_to_save()
 def test_quote_cuts_long_values():
     text = quote("x" * 10_000)
     assert len(text) < 260 and "10002 characters" in text
+
+
+def test_proposals_prefill_an_image_once_as_its_starting_state():
+    """Session.prefill: stored automatic masks (COCO RLE) become unlabelled "proposal" objects
+    on an image without objects, once; not undoable, not an unsaved change; never on an image
+    that has objects, never again after the user emptied it, nor after a resume says so."""
+    from sam_widget.export import encode_rle
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((30, 40)) > 0.5, np.zeros((30, 40), bool)]
+    masks[1][5:9, 2:30] = True
+    records = [{"segmentation": encode_rle(m), "predicted_iou": 0.8 - k / 10,
+                "point_coords": [[3.5, 4.5]]} for k, m in enumerate(masks)]
+    s = Session(["a.png", "b.png", "c.png"], labels=["cell"])
+    added = s.prefill(0, records, size=(30, 40))
+    img = s.image(0)
+    assert [o["source"] for o in img.objects] == ["proposal", "proposal"]
+    assert [o["name"] for o in img.objects] == ["proposal 1", "proposal 2"]
+    assert all(o["label"] is None for o in added) and added[0]["points"] == [[3.5, 4.5, 1]]
+    for obj, mask in zip(img.objects, masks, strict=True):
+        np.testing.assert_array_equal(obj["mask"], mask)
+        assert obj["area"] == int(mask.sum())
+    assert not img.can_undo and not s.changed  # the starting state, nothing to save yet
+    img.remove_object(1)
+    img.remove_object(2)
+    assert s.prefill(0, records) == [] and img.objects == []  # emptied on purpose: stays empty
+    assert s.prefill(1, None) == [] and not s.image(1).proposed  # nothing stored: nothing done
+    click(s.image(2), 5, 5)
+    s.image(2).commit(label="cell", color="#000", refine=True)
+    assert s.prefill(2, records) == [] and len(s.image(2).objects) == 1  # it had objects
+    assert s.image(2).objects[0]["source"] == "prompts"
+    assert s.proposed() == [0, 2]
+    with pytest.raises(ValueError, match="another image"):
+        s.prefill(1, records, size=(40, 30))
+
+    resumed = Session(["a.png", "b.png", "c.png"], labels=["cell"])
+    resumed.restore({2: [{"mask": masks[0], "label": "cell", "source": "proposal"}]}, ["cell"],
+                    proposed=[0])
+    assert resumed.prefill(0, records) == []  # offered before the save
+    assert resumed.prefill(2, records) == []  # resumed with objects
+    assert resumed.image(2).objects[0]["source"] == "proposal"
+    assert len(resumed.prefill(1, records)) == 2  # never offered: now it is

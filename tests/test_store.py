@@ -122,6 +122,35 @@ def test_round_trip_memory_and_folder(sam, kind, tmp_path, local_store):
         assert np.array_equal(stored[str(folder / f"p{i}.png")], reference[f"image-{i}"])
 
 
+def test_precompute_over_image_urls_round_trips(sam, images, local_store):
+    """Image files given as URLs (fsspec; memory:// here): stored with their file names and
+    the embeddings of the same pixels; a glob over their folder finds them all committed."""
+    import io
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    urls = []
+    for i in range(2):
+        buf = io.BytesIO()
+        Image.fromarray(images[i]).save(buf, "PNG")
+        fs.pipe(f"/url-photos/p{i}.png", buf.getvalue())
+        urls.append(f"memory://url-photos/p{i}.png")
+    try:
+        ds = sw.precompute(urls, "memory://urls.zarr", model=sam, progress=False)
+        assert ds.names == ["p0.png", "p1.png"]
+        stored, reference = embeddings("memory://urls.zarr"), embeddings(local_store[0])
+        for i, url in enumerate(urls):
+            assert np.array_equal(ds[i], images[i])
+            assert np.array_equal(stored[url], reference[f"image-{i}"])
+        with EncoderCalls(sam) as calls:
+            again = sw.precompute("memory://url-photos/*.png", "memory://urls.zarr", model=sam,
+                                  progress=False)
+        assert calls.n == 0 and again.names == ["p0.png", "p1.png"]
+    finally:
+        fs.rm("/url-photos", recursive=True)
+
+
 def test_model_mismatch_is_a_clear_error(images, local_store):
     url, _ = local_store
     other = small_sam(seed=1)
@@ -195,29 +224,118 @@ def test_float16_store_halves_the_bytes_and_keeps_the_masks(sam, images, local_s
     assert np.mean(ious) > 0.99
 
 
-def test_everything_stores_the_mask_generators_masks(sam, images):
+#: random weights: loose filters, so that the generator keeps some masks to compare
+EVERYTHING = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.5}
+
+
+@pytest.fixture(scope="module")
+def everything_store(sam, images):
+    """Three images precomputed with their automatic masks, and MaskGenerator's own masks."""
+    ds = sw.precompute(images[:3], "memory://everything.zarr", model=sam, everything=True,
+                       everything_options=EVERYTHING, progress=False)
+    generator = sw.MaskGenerator(sw.Predictor(sam, disk_cache=False), **EVERYTHING)
+    return ds, [generator.generate(image) for image in images[:3]]
+
+
+def test_everything_stores_the_mask_generators_masks(everything_store):
     from pycocotools import mask as mask_utils
 
-    # random weights: loose filters, so that some masks are kept and compared
-    options = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.5}
-    ds = sw.precompute(
-        images[:1], "memory://everything.zarr", model=sam, everything=True,
-        everything_options=options, progress=False,
-    )
+    ds, expected = everything_store
     store = ds.source.store
-    generator = sw.MaskGenerator(sw.Predictor(sam, disk_cache=False), **options)
     total = 0
     for i, entry in enumerate(store.entries()):
-        stored = ds.source.masks(i)
-        assert stored == store.masks(entry)
-        expected = generator.generate(images[i])
-        assert len(stored) == len(expected)
-        for s, e in zip(stored, expected, strict=True):
+        stored = ds.masks(i)
+        assert stored == ds.source.masks(i) == store.masks(entry)
+        assert len(stored) == len(expected[i])
+        for s, e in zip(stored, expected[i], strict=True):
             assert np.array_equal(mask_utils.decode(s["segmentation"]).astype(bool),
                                   e["segmentation"])
             assert s["bbox"] == e["bbox"] and s["predicted_iou"] == e["predicted_iou"]
         total += len(stored)
     assert total > 0  # the generator found something to compare
+
+
+def assert_objects_are(objects, records, source, label):
+    """Widget objects equal to MaskGenerator records, pixel for pixel."""
+    assert len(objects) == len(records) > 0
+    for obj, rec in zip(objects, records, strict=True):
+        np.testing.assert_array_equal(obj["mask"], rec["segmentation"])
+        assert obj["score"] == rec["predicted_iou"] and obj["area"] == rec["area"]
+        assert obj["points"] == [[*p, 1] for p in rec["point_coords"]]
+        assert (obj["source"], obj["label"]) == (source, label)
+
+
+def no_generator(*args, **kwargs):
+    raise AssertionError("MaskGenerator ran although the store keeps the masks")
+
+
+@pytest.mark.filterwarnings("ignore:.*never saved")
+def test_everything_in_the_widget_takes_the_stored_masks_at_once(sam, everything_store,
+                                                                  monkeypatch):
+    """w.segment_everything() and the "Everything" button add the store's masks: the same
+    objects a live run adds (pixel for pixel), undoable, with no generator run and no encoder
+    call; settings given to segment_everything still run the generator."""
+    ds, expected = everything_store
+    monkeypatch.setattr(sw.MaskGenerator, "generate", no_generator)
+    with EncoderCalls(sam) as calls:
+        w = sw.SamWidget(sw.Dataset(ds.source.store), model=sam, labels=["cell"])
+        try:
+            added = w.segment_everything()
+            assert_objects_are(w.objects, expected[0], "everything", "cell")
+            assert added == w.objects and w.can_undo
+            w.undo()
+            assert w.objects == []
+            w.goto(1)
+            w._msg_callbacks(w, {"type": "everything", "client": "t", "seq": 1}, [])
+            assert_objects_are(w.objects, expected[1], "everything", "cell")  # no wait needed
+            assert w.message.startswith(f"everything: {len(expected[1])} stored masks added")
+            with pytest.raises(AssertionError, match="MaskGenerator ran"):
+                w.segment_everything(points_per_side=2)  # settings: a live run
+            w.wait()
+        finally:
+            w.close()
+    assert calls.n == 0
+
+
+def test_proposals_prefill_each_image_once_and_a_resume_keeps_the_choices(
+        sam, images, everything_store, tmp_path, monkeypatch):
+    """proposals=True: arriving on an image without objects shows its stored masks as
+    unlabelled "proposal" objects (no generator, no encoder); they are edited like any
+    object; an image the user emptied stays empty, also after save and resume."""
+    ds, expected = everything_store
+    monkeypatch.setattr(sw.MaskGenerator, "generate", no_generator)
+    with EncoderCalls(sam) as calls:
+        w = sw.SamWidget(ds, model=sam, labels=["cell"], proposals=True)
+        try:
+            assert_objects_are(w.objects, expected[0], "proposal", None)
+            assert not w.can_undo  # the image's starting state
+            first = w.objects[0]["id"]
+            w.set_object_label(first, "cell")
+            w.goto(1)
+            assert_objects_are(w.objects, expected[1], "proposal", None)
+            for obj in w.objects:
+                w.remove_object(obj["id"])
+            w.goto(0)
+            assert [(o["label"], o["source"]) for o in w.objects][0] == ("cell", "proposal")
+            w.goto(1)
+            assert w.objects == []  # emptied on purpose: not filled again
+            w.save(tmp_path / "out")
+        finally:
+            w.close()
+        r = sw.SamWidget(ds, model=sam, labels=["cell"], proposals=True,
+                         annotations=tmp_path / "out")
+        try:
+            assert [(o["label"], o["source"]) for o in r.objects][0] == ("cell", "proposal")
+            assert len(r.objects) == len(expected[0])  # resumed, not pre-filled on top
+            np.testing.assert_array_equal(r.objects[0]["mask"], expected[0][0]["segmentation"])
+            assert r.goto(1).objects == []
+            assert_objects_are(r.goto(2).objects, expected[2], "proposal", None)
+            r.wait()
+        finally:
+            r.close()
+    assert calls.n == 0
+    with pytest.raises(ValueError, match="everything=True"):
+        sw.SamWidget(images[:2], model=sam, proposals=True)
 
 
 def test_thread_pool_engine_equals_local(sam, images, local_store):
