@@ -75,6 +75,12 @@ export interface WireObject {
   mask: DataView | string;
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 type Key = keyof SamWidgetModel;
 interface AnyModel {
   get<K extends Key>(key: K): SamWidgetModel[K];
@@ -100,6 +106,14 @@ class Session {
   /** "binary" | "base64", once the start-up probe (js/wire.ts) has answered */
   wire = "";
   objectMasks = new Map<number, Uint8Array>();
+  /** the wire bytes each object mask was decoded from: ids restart on every image and an edit
+   * keeps its object's id, so a cached mask is reused only for the very same bytes */
+  private objectBytes = new Map<number, Uint8Array>();
+  /** the objects `objectMasks` belongs to (the latest list once its masks are decoded) and a
+   * number bumped with each (views redraw the objects layer) */
+  objectsLoaded: WireObject[] = [];
+  objectsVersion = 0;
+  private objectsLoad = 0;
   image: ImageBitmap | null = null;
   hoverMask: { mask: Uint8Array; rev: number; width: number; height: number } | null = null;
   hover: HoverScheduler;
@@ -309,21 +323,33 @@ class Session {
   }
 
   private async loadObjects(): Promise<void> {
+    const load = ++this.objectsLoad;
     const next = new Map<number, Uint8Array>();
-    for (const obj of this.model.get("objects") ?? []) {
+    const nextBytes = new Map<number, Uint8Array>();
+    const objects = this.model.get("objects") ?? [];
+    for (const obj of objects) {
+      const view = asView(obj.mask)!;
+      const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
       const cached = this.objectMasks.get(obj.id);
-      if (cached) {
+      const from = this.objectBytes.get(obj.id);
+      if (cached && from && sameBytes(from, bytes)) {
         next.set(obj.id, cached);
+        nextBytes.set(obj.id, from);
         continue;
       }
       try {
-        const set = await decodeMasks(asView(obj.mask)!);
+        const set = await decodeMasks(view);
         next.set(obj.id, unpackMask(set, 0));
+        nextBytes.set(obj.id, bytes.slice());
       } catch (err) {
         console.error("sam-widget: cannot decode object mask", err);
       }
     }
+    if (load !== this.objectsLoad) return; // a newer list arrived while decoding
     this.objectMasks = next;
+    this.objectBytes = nextBytes;
+    this.objectsLoaded = objects;
+    this.objectsVersion++;
     this.notify();
   }
 
@@ -512,9 +538,8 @@ export default {
     const drawMasks = () => {
       const { dw, dh } = dims();
       const alpha = Math.round(255 * Math.min(1, Math.max(0, model.get("opacity"))));
-      const objects = model.get("objects") ?? [];
-      const oKey = JSON.stringify([alpha, dw, dh,
-        objects.map((o) => [o.id, o.visible, o.color, session.objectMasks.has(o.id)])]);
+      const objects = session.objectsLoaded; // never a new list with the last image's masks
+      const oKey = JSON.stringify([alpha, dw, dh, session.objectsVersion]);
       if (oKey !== objectsKey) {
         objectsKey = oKey;
         objectLayer.clear();

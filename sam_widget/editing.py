@@ -191,8 +191,9 @@ class Editing:
             self._report(exc, "proposals")
             return
         if added:
-            self._write(message=f"{len(added)} proposals from the store: delete or relabel "
-                                "the wrong ones, add what they missed")
+            n = len(added)
+            self._write(message=f"{self.message} · {n} proposal{'s' if n != 1 else ''} "
+                                "from the store")
 
 
 def check_proposals(value: Any, dataset: Any) -> bool:

@@ -4,7 +4,9 @@ A SamWidget over a folder of three synthetic images (the weights-free engine: th
 about navigation, labels and the wire, not the model): move with the buttons, the keys and the
 position box, commit labelled objects, find them in ``w.annotations``; 300 rapid clicks reach
 the kernel in order (the lag is measured and printed); a restarted kernel makes the view say
-"disconnected" and a busy one "queued", with no uncaught errors.
+"disconnected" and a busy one "queued", with no uncaught errors. The same folder precomputed
+into an embedding store with its automatic masks (a small random-weight SAM) opens with those
+masks drawn as proposals on each image the user arrives on, with no encoder call.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import statistics
 import time
 
+import numpy as np
 import pytest
-from test_widget import click, wait_for
+from test_widget import canvas_alpha, click, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -90,6 +93,53 @@ def test_moves_through_three_images_and_commits_labelled_objects(lab, tmp_path):
     view.get_by_label("Label of debris 1").wait_for()
     annotations = nb.value("{i: [o['label'] for o in objs] for i, objs in w.annotations.items()}")
     assert annotations == {"0": ["debris"], "2": ["cell"]}
+    assert not [line for line in lab.console if line.startswith("pageerror")]
+
+
+STORE = """
+import sam_widget as sw
+from tests.test_predictor_support import small_sam
+sam = small_sam(1)
+ds = sw.precompute(folder, "memory://proposals.zarr", model=sam, everything=True, progress=False,
+                   everything_options=dict(points_per_side=4, pred_iou_thresh=0.0,
+                                           stability_score_thresh=0.0))
+encodes = []
+sam.image_encoder.register_forward_pre_hook(lambda module, args: encodes.append(1))
+"""
+
+
+def test_stored_masks_are_drawn_as_proposals_on_each_image_reached(lab, tmp_path):
+    nb = lab.new_notebook()
+    nb.run_cell(FOLDER)
+    nb.run_cell(STORE)
+    nb.run_cell("w = SamWidget(sw.Dataset('memory://proposals.zarr'), model=sam, "
+                "proposals=True); w")
+    nb.execute("w.wait()")
+    view = nb.page.locator(".sam-widget").first
+    view.locator(".sam-status", has_text="ready").wait_for()
+    for index, name in enumerate(["plate0.png", "plate1.png"]):
+        view.locator(".sam-name", has_text=name).wait_for()
+        state = nb.value("dict(sources=[o['source'] for o in w.objects], "
+                         "size=[w.display_height, w.display_width], "
+                         "union=np.any([o['mask'] for o in w.objects], axis=0)"
+                         ".astype(int).tolist())")
+        assert state["sources"] and set(state["sources"]) == {"proposal"}
+        union = np.asarray(state["union"], bool)
+        assert list(union.shape) == state["size"]  # 320 px wide: display size = image size
+
+        def drawn(union=union):
+            alpha = canvas_alpha(view, "canvas.sam-objects-layer")
+            return alpha.shape == union.shape and (alpha == union).all()
+
+        wait_for(drawn, f"image {index + 1}'s proposals drawn")
+        assert view.get_by_role("listitem").first.inner_text().startswith("proposal")
+        shot = tmp_path / f"proposals{index}.png"
+        view.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
+        if index == 0:
+            view.get_by_role("button", name="Next image", exact=True).click()
+            nb.wait_until("w.index == 1")
+    assert nb.value("len(encodes)") == 0
     assert not [line for line in lab.console if line.startswith("pageerror")]
 
 
