@@ -330,7 +330,8 @@ def run_precompute(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     print(f"store     {store.url} ({store.info['model']}, {store.info['dtype']})")
     print(f"images    {len(dataset)} stored, {seconds:.1f} s")
-    print(f"open it   sw.SamWidget(sw.Dataset({store.url!r}), model=...)")
+    proposals = ", proposals=True" if args.everything else ""  # stored masks pre-filled
+    print(f"open it   sw.SamWidget(sw.Dataset({store.url!r}), model=...{proposals})")
     return 0
 
 
