@@ -466,9 +466,22 @@ def test_a_sam2_model_clicks_tabs_refines_and_segments_everything(lab):
     wait_overlay_rev(view, state["rev"])
     equal, diff, _ = nb.value(SAME_AS_PREDICT.format(mask_input="first_logits"))
     assert equal and diff < 1e-6
-    # Everything, on a small grid: progress in the status line, then the masks as objects
     view.get_by_role("button", name="Clear").click()
     wait_for(lambda: nb.value("w.points") == [], "cleared")
+    # the hover preview is the mask a click there would give
+    cx, cy, hx, hy = pixel(box_of(view), 0.75, 0.72, 640, 480)
+    nb.page.mouse.move(cx, cy)
+    nb.page.wait_for_function(
+        """([x, y]) => performance.getEntriesByName('sam:hover-drawn').some(
+             e => e.detail.x === x && e.detail.y === y)""", arg=[hx, hy])
+    shown = nb.page.evaluate(
+        "() => performance.getEntriesByName('sam:hover-drawn').at(-1).detail.area")
+    expected = nb.value(
+        f"(lambda p: int(p.masks_at(w.display_height, w.display_width)[p.best].sum()))("
+        f"w.predictor.predict(points=np.array([[{hx}, {hy}]], np.float32), labels=np.array([1]),"
+        " image=w.predictor.encode(w.image)))")
+    assert shown == expected
+    # Everything, on a small grid: progress in the status line, then the masks as objects
     # (random weights predict IoUs near 0.5 and unstable masks: keep every candidate, so
     # what the button adds is the generator's non-maximum suppression's survivors)
     settings = "points_per_side=8, points_per_batch=16, pred_iou_thresh=0.0, " \
