@@ -67,6 +67,28 @@ QUICKSTART_CELLS: list[tuple[str, str]] = [
     ("code", "w.status, w.points, w.scores"),
     (
         "markdown",
+        "## Choosing the model\n"
+        "\n"
+        "`model=` takes a name: SAM 2.1 (`\"sam2.1_hiera_tiny\"`, `\"sam2.1_hiera_small\"`, "
+        "`\"sam2.1_hiera_base_plus\"`, `\"sam2.1_hiera_large\"`: more accurate than SAM and "
+        "faster, tiny the fastest), SAM (`\"vit_b\"`, `\"vit_l\"`, `\"vit_h\"`, "
+        "`\"mobile_sam\"`), `\"classic\"` (no weights), or a loaded model "
+        "(`sw.load_model(name, checkpoint=...)`) or `sw.Predictor`. A name's checkpoint is "
+        "downloaded once, the first time it is used:\n"
+        "\n"
+        "```python\n"
+        "w = sw.SamWidget(photo, model=\"sam2.1_hiera_tiny\")\n"
+        "```\n"
+        "\n"
+        "The checkpoints already on this machine:",
+    ),
+    (
+        "code",
+        "{name: str(sw.weights.find_checkpoint(name) or \"not downloaded\")\n"
+        " for name in sw.weights.VARIANTS}",
+    ),
+    (
+        "markdown",
         "## A folder of images\n"
         "\n"
         "`sw.SamWidget(folder_or_list, labels=[...])` annotates a whole collection: **◀ / ▶**"
