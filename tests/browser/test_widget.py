@@ -409,12 +409,10 @@ def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
 # SAM 2.1 hiera_tiny at full size with random weights; the hypernetworks' last layers scaled
 # up as a trained model's are (as tests/test_parity_sam2.py and benchmarks/bench_sam2.py do),
 # so the candidates are distinct masks rather than noise around the threshold.
-SAM2_ENGINE = (
-    "(lambda torch: (torch.manual_seed(0), sw.build_sam('sam2.1_hiera_tiny'))[1])"
-    "(__import__('torch'))"
-)
-SAM2_SHARPEN = """
+SAM2_MODEL = """
 import torch
+torch.manual_seed(0)
+engine = sam_widget.build_sam("sam2.1_hiera_tiny")
 with torch.no_grad():
     for mlp in engine.sam_mask_decoder.output_hypernetworks_mlps:
         mlp.layers[-1].weight.mul_(30)
@@ -433,7 +431,7 @@ def test_a_sam2_model_clicks_tabs_refines_and_segments_everything(lab):
     Python's masks and scores are Predictor.predict's (sigmoid IoUs; the second click feeds
     the selected candidate's clamped logits back); the tabs switch; Everything adds objects."""
     nb = lab.new_notebook()
-    nb.run_cell(SETUP.format(engine=SAM2_ENGINE) + SAM2_SHARPEN)
+    nb.run_cell(SETUP.format(engine="None") + SAM2_MODEL)
     view = show(nb, setup=False)
     assert nb.value("(w.engine, w.predictor.family.name)") == ["sam2.1_hiera_tiny", "sam2"]
     click(nb, view, 0.35, 0.45)
