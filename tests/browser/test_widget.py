@@ -1,8 +1,9 @@
 """SamWidget in a real JupyterLab driven by headless Chromium (issue 3, "What it must show" 1).
 
-Every test shows the widget for a synthetic image with a random-weight SAM vit_b (no downloads),
-acts on it the way a user does (mouse, keyboard, buttons) and checks both sides: Python's state
-(``w.points``, ``w.box``, ``w.selected``, ...) and what the canvases show.
+Every test shows the widget for a synthetic image with a random-weight SAM vit_b (the last one
+SAM 2.1 hiera_tiny; no downloads), acts on it the way a user does (mouse, keyboard, buttons) and
+checks both sides: Python's state (``w.points``, ``w.box``, ``w.selected``, ...) and what the
+canvases show.
 """
 
 from __future__ import annotations
