@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 import sam_widget as sw
-from sam_widget.train.family import Encoded, family_of
+from sam_widget.train.family import Encoded, training_family
 from sam_widget.train.loop import _simulate, trainable
 from sam_widget.train.losses import sam_loss
 
@@ -58,7 +58,7 @@ def bench_step(args) -> None:
 
     torch.manual_seed(0)
     sam = sw.build_sam("vit_b" if args.full else _narrow_encoder())
-    family = family_of(sam)
+    family = training_family(sam)
     rng = np.random.default_rng(0)
     size = family.image_size
     enc = Encoded(torch.randn(1, 256, size // 16, size // 16), (768, 1024), (768, 1024))

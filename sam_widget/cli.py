@@ -1,11 +1,14 @@
 """The ``sam-widget`` command: ``demo`` opens JupyterLab on the quick start, ``segment`` is SAM
 (or the weights-free engine) for scripts.
 
-    sam-widget demo [--port N] [--no-browser] [--dir DIR]
+    sam-widget demo [--port N] [--no-browser] [--dir DIR] [--model auto]
     sam-widget segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] [--model auto]
-                       --out mask.png
+                       [--checkpoint FILE] --out mask.png
     sam-widget precompute FOLDER --store URL [--model vit_b] [--engine local|ray]
                           [--everything] [--dtype float32|float16]
+
+``--model`` takes the names of ``sam_widget.engines``: auto, classic, the SAM variants (vit_b,
+vit_l, vit_h, mobile_sam) and the SAM 2.1 ones (sam2.1_hiera_tiny, _small, _base_plus, _large).
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 QUICKSTART = "quickstart.ipynb"
+SAM_MODELS = (
+    "vit_b", "vit_l", "vit_h", "mobile_sam",
+    "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large",
+)  # sam_widget.engines.SAM_VARIANTS (not imported here: --help stays fast, torch-free)
+MODEL_NAMES = ("auto", "classic", *SAM_MODELS)
+AUTO_HELP = (
+    "auto: a cached SAM 2.1, else a cached SAM, else SAM 2.1 small (CPU) / large (CUDA) "
+    "downloaded, else classic"
+)
 
 # The quick start's cells: notebooks/quickstart.ipynb holds the same cells (a test checks),
 # so an installed wheel, which does not ship notebooks/, can write its own copy.
@@ -53,6 +65,28 @@ QUICKSTART_CELLS: list[tuple[str, str]] = [
         "`w.to_coco()`.",
     ),
     ("code", "w.status, w.points, w.scores"),
+    (
+        "markdown",
+        "## Choosing the model\n"
+        "\n"
+        "`model=` takes a name: SAM 2.1 (`\"sam2.1_hiera_tiny\"`, `\"sam2.1_hiera_small\"`, "
+        "`\"sam2.1_hiera_base_plus\"`, `\"sam2.1_hiera_large\"`: more accurate than SAM and "
+        "faster, tiny the fastest), SAM (`\"vit_b\"`, `\"vit_l\"`, `\"vit_h\"`, "
+        "`\"mobile_sam\"`), `\"classic\"` (no weights), or a loaded model "
+        "(`sw.load_model(name, checkpoint=...)`) or `sw.Predictor`. A name's checkpoint is "
+        "downloaded once, the first time it is used:\n"
+        "\n"
+        "```python\n"
+        "w = sw.SamWidget(photo, model=\"sam2.1_hiera_tiny\")\n"
+        "```\n"
+        "\n"
+        "The checkpoints already on this machine:",
+    ),
+    (
+        "code",
+        "{name: str(sw.weights.find_checkpoint(name) or \"not downloaded\")\n"
+        " for name in sw.weights.VARIANTS}",
+    ),
     (
         "markdown",
         "## A folder of images\n"
@@ -199,6 +233,19 @@ def demo_command(port: int, root: Path, token: str, open_browser: bool) -> list[
     return command
 
 
+def demo_env(model: str = "auto") -> dict[str, str]:
+    """The environment of the demo's JupyterLab (and so of its kernels): a checkout's package
+    importable, and ``model`` as what the notebooks' ``model="auto"`` means
+    (``$SAM_WIDGET_MODEL``, see ``sam_widget.engines``)."""
+    env = dict(os.environ)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():  # a checkout: let the kernel import it too
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
+    if model != "auto":
+        env["SAM_WIDGET_MODEL"] = model
+    return env
+
+
 def run_demo(args: argparse.Namespace) -> int:
     if args.port:
         _check_port_free(args.port)
@@ -219,10 +266,9 @@ def run_demo(args: argparse.Namespace) -> int:
         f"?token={token}  (Ctrl-C stops it)",
         flush=True,
     )
-    env = dict(os.environ)
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file():  # a checkout: let the kernel import it too
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
+    if args.model != "auto":
+        print(f"sam-widget demo: model={args.model!r} for the notebooks' model='auto'", flush=True)
+    env = demo_env(args.model)
     process = subprocess.Popen(demo_command(port, root, token, not args.no_browser), env=env)
 
     def stop(signum: int, frame: object) -> None:
@@ -277,9 +323,19 @@ def run_segment(args: argparse.Namespace) -> int:
 
     if not args.point and args.box is None:
         args.parser.error("segment needs at least one --point or a --box")
+    if args.checkpoint is not None and args.model not in SAM_MODELS:
+        args.parser.error(
+            f"--checkpoint needs --model naming its variant (one of {', '.join(SAM_MODELS)}), "
+            f"not {args.model!r}"
+        )
     started = time.perf_counter()
     image = to_rgb(args.image)
-    engine = resolve_engine(args.model, device=args.device)
+    model = args.model
+    if args.checkpoint is not None:  # the real loader: strict keys, video-only keys set aside
+        from .weights import load_model
+
+        model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    engine = resolve_engine(model, device=args.device)
     engine.set_image(image)
     encoded = time.perf_counter()
     points = [(x, y) for x, y, _ in args.point] or None
@@ -360,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder to serve; a quick start is written there if it has none "
         "(default: notebooks/ of a source checkout, else ./sam-widget-demo)",
     )
+    demo.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="auto",
+        metavar="MODEL",
+        help="what the notebooks' model='auto' uses: " + ", ".join(MODEL_NAMES[1:])
+        + f" ({AUTO_HELP}; default: auto)",
+    )
     demo.set_defaults(run=run_demo)
 
     seg = commands.add_parser(
@@ -380,10 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a prompt box in pixels")
     seg.add_argument(
         "--model",
+        choices=MODEL_NAMES,
         default="auto",
-        help="auto (cached SAM 2.1, else cached SAM, else SAM 2.1 small/large downloaded, else "
-        "classic), vit_b, vit_l, vit_h, mobile_sam, sam2.1_hiera_tiny, sam2.1_hiera_small, "
-        "sam2.1_hiera_base_plus, sam2.1_hiera_large or classic (default: auto)",
+        metavar="MODEL",
+        help=", ".join(MODEL_NAMES[1:]) + f" or auto ({AUTO_HELP}; default: auto)",
+    )
+    seg.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="a checkpoint file for --model (e.g. the official sam2.1_hiera_tiny.pt; "
+        "default: the cache, else a download)",
     )
     seg.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one)")
     seg.add_argument(
@@ -405,7 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--store", required=True, help="where: a folder (e.g. emb.zarr) or an fsspec URL"
     )
-    pre.add_argument("--model", default="vit_b", help="SAM variant (default: vit_b)")
+    pre.add_argument(
+        "--model",
+        choices=SAM_MODELS,
+        default="vit_b",
+        metavar="MODEL",
+        help=", ".join(SAM_MODELS) + " (default: vit_b)",
+    )
     pre.add_argument("--checkpoint", default=None, help="a checkpoint file for --model")
     pre.add_argument(
         "--engine",

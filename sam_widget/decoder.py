@@ -59,9 +59,9 @@ class _ImageContext:
     values0: torch.Tensor  # (1, heads, HW, d)
     queries0: torch.Tensor  # (1, heads, d, HW): transposed, the image axis last
     # SAM 2's high-res features in the upscaler's block layout, each plus its conv's bias:
-    # after the first conv (h*w, (di, dj, C/4)); after the second, per ei, (h*2*w*2, (ej, C/8))
+    # after the first conv (h*w, (di, dj, C/4)); after the second (h*2*w*2, (ei, ej, C/8))
     high_res1: torch.Tensor | None = None
-    high_res0: tuple[torch.Tensor, torch.Tensor] | None = None
+    high_res0: torch.Tensor | None = None
 
 
 def fast_path_ok(model: nn.Module) -> bool:
@@ -111,12 +111,10 @@ def image_context(
         # pixel (2i + di, 2j + dj) of the stride-8 map -> row (i, j), column (di, dj, c)
         high_res1 = s1.view(h, 2, w, 2, c1).permute(0, 2, 1, 3, 4).reshape(h * w, 4 * c1)
         high_res1 = high_res1 + conv1.bias.repeat(4)
-        # pixel (4i + 2di + ei, 4j + 2dj + ej) of the stride-4 map -> for each ei,
-        # row (i, di, j, dj), column (ej, c)
-        s0 = s0.view(h, 2, 2, w, 2, 2, c2)
-        high_res0 = tuple(
-            s0[:, :, ei].reshape(h * 2 * w * 2, 2 * c2) + conv2.bias.repeat(2) for ei in (0, 1)
-        )
+        # pixel (4i + 2di + ei, 4j + 2dj + ej) of the stride-4 map -> row (i, di, j, dj),
+        # column (ei, ej, c)
+        s0 = s0.view(h, 2, 2, w, 2, 2, c2).permute(0, 1, 3, 4, 2, 5, 6)
+        high_res0 = s0.reshape(h * 2 * w * 2, 4 * c2) + conv2.bias.repeat(4)
     return _ImageContext(
         embedding=embedding,
         src=src,
@@ -321,19 +319,19 @@ def _upscaled_masks(
     at a time, so the 32-channel features at 16x the pixels (8 MB per prompt) never leave the
     cache; this is the decoder's most memory-bound part. The pixel shuffle costs two cheap
     copies: the first convolution's output is reordered to rows (i, di, j, dj) while it has
-    4x the pixels, and the second runs once per ei, so each product with the hypernetwork
-    comes out as whole output rows 4i + 2di + ei in (j, dj, ej) order. SAM 2's high-res
-    features, laid out the same way (`image_context`), stand in for the convolutions' biases.
+    4x the pixels, and the product with the hypernetwork, in (i, di, j, dj, ei, ej) order, is
+    permuted into rows 4i + 2di + ei and columns (j, dj, ej) while it has M channels. SAM 2's
+    high-res features, laid out the same way (`image_context`), stand in for the
+    convolutions' biases.
     """
     b, m = hyper.shape[:2]
     c = keys.shape[-1]
     conv1, norm, act1, conv2, act2 = dec.output_upscaling
     c1, c2 = conv1.out_channels, conv2.out_channels
     w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (C, (di, dj, c1))
-    w2 = conv2.weight.permute(0, 2, 3, 1)  # (c1, ei, ej, c2)
-    w2 = [w2[:, ei].reshape(c1, 2 * c2) for ei in (0, 1)]  # (c1, (ej, c2)) per ei
+    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)  # (c1, (ei, ej, c2))
     high_res = context is not None and context.high_res1 is not None
-    b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(2)
+    b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(4)
     keys = keys.view(b, h, w, c)
     out = keys.new_empty(b, m, h, 2, 2, 4 * w)  # rows (i, di, ei), columns (j, dj, ej)
     for i in range(b):
@@ -344,10 +342,10 @@ def _upscaled_masks(
             x = torch.addmm(b1, keys[i, r : r + rows].reshape(-1, c), w1)  # (n, 4*c1)
             x = F.layer_norm(x.view(rows, w, 2, 2, c1), (c1,), norm.weight, norm.bias, norm.eps)
             x = act1(x).transpose(1, 2).reshape(-1, c1)  # rows (i, di, j, dj)
-            for ei in (0, 1):
-                if high_res:
-                    b2 = context.high_res0[ei][r * 4 * w : (r + rows) * 4 * w]
-                y = act2(torch.addmm(b2, x, w2[ei]))  # (4n, (ej, c2))
-                y = hyper[i] @ y.view(-1, c2).t()  # (M, (i, di, j, dj, ej))
-                out[i, :, r : r + rows, :, ei] = y.view(m, rows, 2, 4 * w)
+            if high_res:
+                b2 = context.high_res0[r * 4 * w : (r + rows) * 4 * w]
+            y = act2(torch.addmm(b2, x, w2))  # (4n, (ei, ej, c2))
+            y = hyper[i] @ y.view(-1, c2).t()  # (M, (i, di, j, dj, ei, ej))
+            y = y.view(m, rows, 2, 2 * w, 2, 2).transpose(3, 4)  # (M, i, di, ei, (j, dj), ej)
+            out[i, :, r : r + rows] = y.reshape(m, rows, 2, 2, 4 * w)
     return out.view(b, m, 4 * h, 4 * w)

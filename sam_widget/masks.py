@@ -68,8 +68,8 @@ def upscale_logits(
 # `upscale_logits` within float rounding (composed weights), so masks can differ only where
 # |logit - threshold| is about 1e-5 of the logits' scale.
 
-_MASK_ROWS = 64  # output rows per block of the vertical pass
-_MASK_COLS = 256  # output columns per block of the horizontal pass
+_MASK_ROWS = 16  # output rows per block of the vertical pass (few zero weights, in cache)
+_MASK_COLS = 128  # output columns per block of the horizontal pass
 _MASK_GROUP = 3  # masks resized together: bounds the intermediate (group, rows, W) floats
 
 

@@ -85,6 +85,76 @@ def test_segment_chooses_a_candidate(photo, tmp_path):
     assert sizes[0] <= sizes[1]  # candidates go from fine to coarse
 
 
+def test_segment_with_a_sam2_checkpoint_file(photo, tmp_path, capsys, monkeypatch,
+                                             sam2_tiny_checkpoint):
+    """--model sam2.1_hiera_tiny --checkpoint FILE loads the official file format through the
+    real loader; the mask written is the one the Predictor gives for that model (which finds
+    the image's encoding in the disk cache the command wrote: one encode, and the proof that
+    the command's model has these weights)."""
+    import sam_widget as sw
+    from sam_widget.images import to_rgb
+
+    model, checkpoint = sam2_tiny_checkpoint
+    monkeypatch.setenv("SAM_WIDGET_DISK_CACHE", str(tmp_path / "cache"))
+    path = photo[0]
+    out = tmp_path / "sam2.png"
+    argv = ["segment", str(path), "--point", "70,90", "--model", "sam2.1_hiera_tiny",
+            "--checkpoint", str(checkpoint), "--device", "cpu", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "engine    sam2.1_hiera_tiny on cpu" in printed
+    def not_again(*args):
+        raise AssertionError("the image was encoded again: the disk cache missed")
+
+    monkeypatch.setattr(model.image_encoder, "forward", not_again)
+    predictor = sw.Predictor(model, device="cpu")
+    predictor.set_image(to_rgb(path))
+    prediction = predictor.predict(points=[(70, 90)], labels=[1])
+    assert np.array_equal(read_mask(out), prediction.masks[prediction.best])
+    assert f"candidate {prediction.best} of 3" in printed
+
+
+def test_checkpoint_needs_a_model_name_and_the_help_lists_sam2(photo, tmp_path, capsys):
+    from sam_widget.engines import SAM_VARIANTS
+
+    assert cli.SAM_MODELS == SAM_VARIANTS  # the CLI's copy (kept torch-free) is the engines'
+    argv = ["segment", str(photo[0]), "--point", "5,5", "--checkpoint", "x.pt",
+            "--out", str(tmp_path / "m.png")]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "--checkpoint needs --model naming its variant" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([*argv[:4], "--model", "sam2.1_hiera_huge", "--out", "m.png"])
+    assert "invalid choice: 'sam2.1_hiera_huge'" in capsys.readouterr().err
+    for command in ("segment", "demo", "precompute"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        for name in SAM_VARIANTS:
+            assert name in shown, (command, name)
+
+
+def test_demo_model_is_what_the_notebooks_auto_means(tmp_path, capsys, monkeypatch):
+    started = []
+
+    class Lab:  # JupyterLab as the demo starts it, without starting it
+        def __init__(self, command, env):
+            started.append(env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", Lab)
+    argv = ["demo", "--no-browser", "--dir", str(tmp_path), "--model", "sam2.1_hiera_tiny"]
+    assert cli.main(argv) == 0
+    assert started[0]["SAM_WIDGET_MODEL"] == "sam2.1_hiera_tiny"
+    assert "model='sam2.1_hiera_tiny'" in capsys.readouterr().out
+    monkeypatch.setenv("SAM_WIDGET_MODEL", "classic")  # auto leaves the user's choice alone
+    assert cli.main(["demo", "--no-browser", "--dir", str(tmp_path)]) == 0
+    assert started[1]["SAM_WIDGET_MODEL"] == "classic"
+
+
 def test_the_console_script_runs_as_a_program(photo, tmp_path):
     path, disk, _ = photo
     out = tmp_path / "disk.png"

@@ -102,6 +102,38 @@ def test_encoder_stages_neck_embedding_and_high_res_features_match(name):
         assert spread_err(a, b) <= SPREAD_TOL
 
 
+@pytest.mark.parametrize(
+    "window, q_stride, dims",
+    [(8, None, (32, 32)), (6, (2, 2), (32, 64)), (0, None, (64, 64)), (0, (2, 2), (32, 64))],
+)
+@torch.no_grad()
+def test_hiera_blocks_by_bands_equal_the_whole_map(window, q_stride, dims):
+    """CPU inference runs each block by bands of window rows; training (gradients) and other
+    devices run the whole map. Both orders of the same arithmetic agree, for a batch of two, on
+    maps whose sides are not multiples of the window (padding on the last band and column)."""
+    from sam_widget.models.sam2 import hiera
+
+    torch.manual_seed(0)
+    block = hiera.MultiScaleBlock(
+        dim=dims[0], dim_out=dims[1], num_heads=2, q_stride=q_stride, window_size=window
+    ).eval()
+    for p in block.parameters():
+        p.normal_(0, 0.2)
+    x = torch.randn(2, 46, 38, dims[0])
+    old = hiera.BAND_TOKENS
+    try:
+        hiera.BAND_TOKENS = 600  # several bands on this small map
+        bands = block(x)
+    finally:
+        hiera.BAND_TOKENS = old
+    whole = block._forward_whole(x)
+    step = q_stride[0] if q_stride else 1
+    assert bands.shape == whole.shape == (2, 46 // step, 38 // step, dims[1])
+    assert spread_err(bands, whole) <= 1e-6
+    with torch.enable_grad():
+        assert torch.equal(block(x), whole)  # with gradients: the whole map
+
+
 # -------------------------------------------------------------------------- state dict layout
 
 

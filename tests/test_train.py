@@ -25,7 +25,7 @@ import torch
 
 import sam_widget as sw
 from sam_widget.train import data, simulation
-from sam_widget.train.family import family_of
+from sam_widget.train.family import training_family
 from sam_widget.train.loop import _prepare, _simulate, trainable
 from sam_widget.train.synthetic import shapes_dataset
 from sam_widget.weights import CheckpointError
@@ -139,7 +139,7 @@ def test_frozen_parts_stay_bit_identical_and_the_trained_part_changes(run):
 def test_gradients_never_reach_a_frozen_part(shapes):
     images, masks = shapes
     sam = small_sam(1)
-    family = family_of(sam)
+    family = training_family(sam)
     predictor = sw.Predictor(sam)
     [(enc, rgb, targets, _)] = _prepare(
         family, predictor, data.collect(images[:1], masks[:1]), False, False, "")
@@ -169,7 +169,7 @@ def test_other_parts_train_and_the_rest_stays_frozen(shapes, parts):
                                objects_per_step=2, clicks=1, lr=1e-3, validation=0.34,
                                progress=False)
     assert report.parts == parts and set(report.after) == {1}
-    for part in family_of(sam).parts:
+    for part in training_family(sam).parts:
         unchanged = same(state(getattr(base, part)), state(getattr(sam, part)))
         assert unchanged == (part not in parts), part
 
@@ -320,5 +320,5 @@ def test_bad_input_is_named(shapes):
         sw.train.finetune(sam, images[:2])
     with pytest.raises(ValueError, match="nothing to train on"):
         sw.train.finetune(sam, images[:1], [[np.zeros((96, 128), bool)]])
-    with pytest.raises(TypeError, match="SAM model"):
+    with pytest.raises(TypeError, match="SAM or SAM 2.1 model"):
         sw.train.finetune(torch.nn.Linear(2, 2), images[:1], masks[:1])

@@ -1,4 +1,4 @@
-"""Fine-tuning SAM on annotated masks: the data engine's model in the loop.
+"""Fine-tuning SAM and SAM 2.1 on annotated masks: the data engine's model in the loop.
 
 ``report = sw.train.finetune(sam, images, masks)`` trains the chosen parts (the mask decoder
 by default) the way SAM was trained, with simulated interactive prompts, and measures held-out
@@ -20,10 +20,10 @@ def evaluate(sam, images, masks=None, *, clicks: int = 5, predictor=None) -> dic
     """mIoU of ``sam`` by number of simulated clicks (1..``clicks``, each at the centre of the
     largest error region) over every object of ``images`` (same inputs as `finetune`)."""
     from . import data
-    from .family import family_of
+    from .family import training_family
     from .loop import _predictor_for, _prepare, measure, sam_device
 
-    family = family_of(sam)
+    family = training_family(sam)
     examples = data.collect(images, masks)
     pred = _predictor_for(sam, images, predictor, None)
     prepared = _prepare(family, pred, examples, False, False, "encoding")

@@ -20,10 +20,21 @@ FORMAT = "sam-widget/finetuned"
 VERSION = 1
 
 
+def state_prefixes(model: torch.nn.Module, parts: Iterable[str]) -> tuple[str, ...]:
+    """The state-dict key prefixes of ``parts``: a part's attribute may be another name for a
+    submodule (SAM 2.1's ``mask_decoder`` is its ``sam_mask_decoder``)."""
+    children = {id(m): name for name, m in model.named_children()}
+    prefixes = []
+    for part in parts:
+        module = getattr(model, part, None)
+        prefixes.append(f"{children.get(id(module), part)}.")
+    return tuple(prefixes)
+
+
 def weights_digest(model: torch.nn.Module, exclude: Iterable[str] = ()) -> str:
     """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in name order),
-    leaving out the tensors under the ``exclude`` prefixes (part names)."""
-    prefixes = tuple(f"{p}." for p in exclude)
+    leaving out the tensors of the ``exclude`` parts (part names, e.g. "mask_decoder")."""
+    prefixes = state_prefixes(model, exclude)
     sha = hashlib.sha256()
     state = model.state_dict()
     for name in sorted(state):
@@ -43,9 +54,9 @@ def save(sam: torch.nn.Module, path: str | os.PathLike[str],
          parts: Sequence[str] | None = None) -> Path:
     """Write the fine-tuned ``parts`` of ``sam`` (default: what ``finetune`` trained) with the
     base variant and the digest of everything else; returns the path."""
-    from .family import family_of
+    from .family import training_family
 
-    family = family_of(sam)
+    family = training_family(sam)
     if parts is None:
         parts = getattr(sam, "finetuned_parts", None)
         if not parts:
@@ -60,7 +71,7 @@ def save(sam: torch.nn.Module, path: str | os.PathLike[str],
     if set(parts) == set(family.parts):
         raise ValueError("with every part trained there is no base to tie to: save the "
                          "whole state dict with torch.save(sam.state_dict(), path)")
-    prefixes = tuple(f"{p}." for p in parts)
+    prefixes = state_prefixes(sam, parts)
     state = {k: v.detach().to("cpu").clone() for k, v in sam.state_dict().items()
              if k.startswith(prefixes)}
     record = {
@@ -116,7 +127,7 @@ def load(sam: torch.nn.Module, path: str | os.PathLike[str]) -> torch.nn.Module:
             "it was trained on (the same checkpoint file)."
         )
     state = record["state_dict"]
-    prefixes = tuple(f"{p}." for p in parts)
+    prefixes = state_prefixes(sam, parts)
     expected = {k: v for k, v in sam.state_dict().items() if k.startswith(prefixes)}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from sam_widget.images import to_rgb
-from sam_widget.predictor import Predictor, logits_to_masks
+from sam_widget.predictor import Predictor
 
 from . import data as data_mod
-from .family import Encoded, family_of
+from .family import Encoded, training_family
 from .losses import sam_loss
 from .simulation import corrective_points, first_points, iou, next_click, noisy_boxes
 
@@ -163,9 +163,9 @@ def measure(family, prepared, clicks: int, device, chunk: int = 16) -> dict[int,
     the previous logits fed back. Masks are compared at full image resolution."""
     per_object: list[list[float]] = []
     for enc, rgb, _, masks in prepared:
-        embedding = enc.embedding
-        if embedding is None:
-            embedding = family.encode_with_grad(rgb, device)
+        features = enc
+        if enc.embedding is None:
+            features = family.encode_with_grad(rgb, enc, device)
         scale = family.scale(enc)
         for start in range(0, len(masks), chunk):
             truth = masks[start : start + chunk]
@@ -189,15 +189,12 @@ def measure(family, prepared, clicks: int, device, chunk: int = 16) -> dict[int,
                 coords = torch.tensor(points, dtype=torch.float32, device=device)
                 lab = torch.tensor(labels, dtype=torch.int64, device=device)
                 logits, iou_pred = family.decode(
-                    embedding, coords, lab, None, mask_input, multimask=k == 0
+                    features, coords, lab, None, mask_input, multimask=k == 0
                 )
                 sel = iou_pred.argmax(dim=1)
                 low = logits[torch.arange(b, device=device), sel]  # (b, l, l)
                 mask_input = low[:, None]
-                full = logits_to_masks(
-                    low.float().cpu(), enc.input_size, enc.original_size,
-                    family.threshold, family.image_size,
-                )
+                full = family.masks(low.float().cpu(), enc)
                 for i in range(b):
                     if not (done[i] and k > 0):
                         preds[i] = full[i]
@@ -232,13 +229,16 @@ def finetune(
     """Fine-tune ``parts`` of ``sam`` in place on annotated masks; returns a `Report`.
 
     Args:
-        sam: a SAM model (``sw.load_model``, ``sw.build_sam``), trained in place.
+        sam: a SAM or SAM 2.1 model (``sw.load_model``, ``sw.build_sam``), trained in place.
         images: a sequence of images (arrays, PIL images, paths, an ``sw.Dataset``) with
             ``masks``; or, without masks, an annotation widget (every committed object) or a
             folder saved as COCO (``w.save(folder)``).
         masks: per image, a list of bool (H, W) masks (or an (N, H, W) array).
         parts: what is trained, any of "mask_decoder", "prompt_encoder", "image_encoder";
-            the rest stays frozen (bit-identical, no gradient reaches it).
+            the rest stays frozen (bit-identical, no gradient reaches it). SAM 2.1's are its
+            ``sam_mask_decoder`` and ``sam_prompt_encoder``; with its image encoder frozen, the
+            decoder's two high-res projections (``conv_s0``, ``conv_s1``, applied when an
+            image is encoded) stay as they are (see ``sam_widget.train.family``).
         steps: optimizer steps (default: 10 per training image, at least 20).
         validation: fraction of the images held out to measure before and after (0: none;
             with a single image, a fraction of its objects).
@@ -258,7 +258,7 @@ def finetune(
         store: an embedding store for a new Predictor (``sw.Predictor(sam, store=...)``).
     """
     start = time.perf_counter()
-    family = family_of(sam)
+    family = training_family(sam)
     parts = _parts(family, parts)
     if rounds < 1 or objects_per_step < 1 or clicks < 1:
         raise ValueError("rounds, objects_per_step and clicks must be at least 1")
@@ -349,11 +349,10 @@ def _simulate(family, enc: Encoded, rgb, t, *, rounds, box, cell, rng, device) -
     """One step's interactive rounds on B objects of one image; backpropagates each round's
     loss (accumulating gradients) and returns the mean loss over the rounds."""
     crop_h, crop_w = family.low_res_crop(enc)
-    embedding = enc.embedding
-    if embedding is None:  # the image encoder is trained: encode with autograd, once a step
-        embedding = family.encode_with_grad(rgb, device)
+    if enc.embedding is None:  # the image encoder is trained: encode with autograd, once a step
+        features = family.encode_with_grad(rgb, enc, device)
     else:
-        embedding = embedding.to(device)
+        features = family.on_device(enc, device)
     coords = labels = boxes = None
     if box:
         boxes = noisy_boxes(t, cell, rng).to(device)
@@ -363,7 +362,7 @@ def _simulate(family, enc: Encoded, rgb, t, *, rounds, box, cell, rng, device) -
     mask_input = None
     total = 0.0
     for r in range(rounds):
-        logits, iou_pred = family.decode(embedding, coords, labels, boxes, mask_input, multimask)
+        logits, iou_pred = family.decode(features, coords, labels, boxes, mask_input, multimask)
         loss, best = sam_loss(
             logits[..., :crop_h, :crop_w], iou_pred, t[:, :crop_h, :crop_w], family.threshold
         )

@@ -1,8 +1,9 @@
 """SamWidget in a real JupyterLab driven by headless Chromium (issue 3, "What it must show" 1).
 
-Every test shows the widget for a synthetic image with a random-weight SAM vit_b (no downloads),
-acts on it the way a user does (mouse, keyboard, buttons) and checks both sides: Python's state
-(``w.points``, ``w.box``, ``w.selected``, ...) and what the canvases show.
+Every test shows the widget for a synthetic image with a random-weight SAM vit_b (the last one
+SAM 2.1 hiera_tiny; no downloads), acts on it the way a user does (mouse, keyboard, buttons) and
+checks both sides: Python's state (``w.points``, ``w.box``, ``w.selected``, ...) and what the
+canvases show.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ def wait_for(predicate, what: str, timeout: float = 120.0, interval: float = 0.1
         time.sleep(interval)
 
 
-def show(nb, h: int = 480, w: int = 640, name: str = "w", extra: str = ""):
+def show(nb, h: int = 480, w: int = 640, name: str = "w", extra: str = "",
+         setup: bool = True):
     """Show a SamWidget for a synthetic h x w scene; returns its view (the `.sam-widget` element)
-    once the image is encoded."""
-    nb.run_cell(SETUP.format(engine=ENGINE))
+    once the image is encoded. ``setup=False``: a cell already ran SETUP (another engine)."""
+    if setup:
+        nb.run_cell(SETUP.format(engine=ENGINE))
     nb.run_cell(f"{name} = SamWidget(scene({h}, {w}), model=engine{extra}); {name}")
     nb.execute(f"{name}._wait()")  # encoding done (the status says so too)
     view = nb.page.locator(".sam-widget").first
@@ -402,3 +405,94 @@ def test_hover_keeps_one_decode_in_flight_and_ends_on_the_last_position(lab):
     )
     assert shown == expected[best]
     assert "IOPub message rate exceeded" not in lab.server.log_text()
+
+
+# SAM 2.1 hiera_tiny at full size with random weights; the hypernetworks' last layers scaled
+# up as a trained model's are (as tests/test_parity_sam2.py and benchmarks/bench_sam2.py do),
+# so the candidates are distinct masks rather than noise around the threshold.
+SAM2_MODEL = """
+import torch
+torch.manual_seed(0)
+engine = sam_widget.build_sam("sam2.1_hiera_tiny")
+with torch.no_grad():
+    for mlp in engine.sam_mask_decoder.output_hypernetworks_mlps:
+        mlp.layers[-1].weight.mul_(30)
+"""
+# the widget's answer for its prompts against a direct Predictor.predict on the same handle:
+# (masks equal, |score difference|, the scores)
+SAME_AS_PREDICT = """(lambda p: (bool(np.array_equal(p.masks, w.masks)),
+    float(np.abs(p.scores - np.asarray(w.scores)).max()), p.scores.tolist()))(
+    w.predictor.predict(points=np.array([q[:2] for q in w.points], np.float32),
+                        labels=np.array([q[2] for q in w.points]), multimask=True,
+                        mask_input={mask_input}, image=w.predictor.encode(w.image)))"""
+
+
+def test_a_sam2_model_clicks_tabs_refines_and_segments_everything(lab):
+    """SamWidget(model=<a SAM 2.1 model>): what the overlay shows is Python's mask, and
+    Python's masks and scores are Predictor.predict's (sigmoid IoUs; the second click feeds
+    the selected candidate's clamped logits back); the tabs switch; Everything adds objects."""
+    nb = lab.new_notebook()
+    nb.run_cell(SETUP.format(engine="None") + SAM2_MODEL)
+    view = show(nb, setup=False)
+    assert nb.value("(w.engine, w.predictor.family.name)") == ["sam2.1_hiera_tiny", "sam2"]
+    click(nb, view, 0.35, 0.45)
+    tabs = view.locator('[role="tablist"] [role="tab"]')
+    wait_for(lambda: tabs.count() == 3, "three tabs")
+    state = settled(nb)
+    wait_overlay_rev(view, state["rev"])
+    equal, diff, scores = nb.value(SAME_AS_PREDICT.format(mask_input="None"))
+    assert equal and diff < 1e-6
+    assert all(0.0 < s < 1.0 for s in scores)  # SAM 2.1's IoU head ends in a sigmoid
+    for i, score in enumerate(state["scores"]):
+        assert f"{score:.2f}" in tabs.nth(i).text_content()
+    drawn = canvas_alpha(view)
+    assert drawn.mean() > 0.001  # a mask is on screen ...
+    assert (drawn == resample_nearest(display_mask(nb), *drawn.shape)).mean() > 0.999  # ... ours
+    # another candidate from its tab: Python follows, the overlay shows it
+    other = (state["selected"] + 1) % 3
+    tabs.nth(other).click()
+    wait_for(lambda: nb.value("w.selected") == other, "w.selected from the tab")
+    view.page.wait_for_function(
+        "([el, k]) => el.dataset.selected === String(k)", arg=[view.element_handle(), other])
+    drawn = canvas_alpha(view)
+    assert (drawn == resample_nearest(display_mask(nb), *drawn.shape)).mean() > 0.999
+    # a background click refines the chosen candidate: its logits (clamped) are fed back
+    nb.execute(f"first_logits = w.prediction.logits[{other}][None]")
+    assert nb.value("float(np.abs(first_logits).max())") <= 32.0
+    click(nb, view, 0.8, 0.3, button="right")
+    wait_for(lambda: len(nb.value("w.points")) == 2, "the second point")
+    state = settled(nb)
+    wait_overlay_rev(view, state["rev"])
+    equal, diff, _ = nb.value(SAME_AS_PREDICT.format(mask_input="first_logits"))
+    assert equal and diff < 1e-6
+    view.get_by_role("button", name="Clear").click()
+    wait_for(lambda: nb.value("w.points") == [], "cleared")
+    # the hover preview is the mask a click there would give
+    cx, cy, hx, hy = pixel(box_of(view), 0.75, 0.72, 640, 480)
+    nb.page.mouse.move(cx, cy)
+    nb.page.wait_for_function(
+        """([x, y]) => performance.getEntriesByName('sam:hover-drawn').some(
+             e => e.detail.x === x && e.detail.y === y)""", arg=[hx, hy])
+    shown = nb.page.evaluate(
+        "() => performance.getEntriesByName('sam:hover-drawn').at(-1).detail.area")
+    expected = nb.value(
+        f"(lambda p: int(p.masks_at(w.display_height, w.display_width)[p.best].sum()))("
+        f"w.predictor.predict(points=np.array([[{hx}, {hy}]], np.float32), labels=np.array([1]),"
+        " image=w.predictor.encode(w.image)))")
+    assert shown == expected
+    # Everything, on a small grid: progress in the status line, then the masks as objects
+    # (random weights predict IoUs near 0.5 and unstable masks: keep every candidate, so
+    # what the button adds is the generator's non-maximum suppression's survivors)
+    settings = "points_per_side=8, points_per_batch=16, pred_iou_thresh=0.0, " \
+        "stability_score_thresh=0.0"
+    nb.execute(f"w.everything_settings = dict({settings})")
+    view.get_by_role("button", name="Everything").click()
+    view.locator(".sam-status", has_text="masks added").wait_for(timeout=120_000)
+    nb.execute("w._wait()")
+    status = view.locator(".sam-status").text_content()
+    count = nb.value("len(w.objects)")
+    assert f"everything: {count} masks added" in status and count > 0, status
+    expected = nb.value(
+        f"len(sam_widget.automatic.MaskGenerator(w.predictor, {settings}).generate(w.image))")
+    assert count == expected
+    wait_for(lambda: canvas_alpha(view, "canvas.sam-objects-layer").any(), "objects drawn")

@@ -16,7 +16,10 @@ arithmetic is the official one, arranged to do less work:
   64x64 map in 14-wide windows is 70x70 padded, 20% more tokens; 32 in 7-wide windows, 35);
 * the output projection runs after the windows are put back and their padding cropped;
 * query pooling is a max over a channel-last view, not a permute-pool-permute;
-* the resized position embedding is computed once per input size, not on every forward.
+* the resized position embedding is computed once per input size, not on every forward;
+* on the CPU, without gradients, each block goes by bands of window rows, every step of a band
+  done while it is in the cache (`MultiScaleBlock._forward_bands`): the same arithmetic, about
+  a quarter less time for the whole trunk.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from torch import nn
 from ..layers import MLP
 from .configs import HieraConfig
 
+BAND_TOKENS = 4096  # tokens per band in `MultiScaleBlock._forward_bands` (CPU inference)
+
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """(B, H, W, C) -> (B * nW, window, window, C), zero-padding H and W up to multiples of
@@ -38,7 +43,7 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     hp, wp = h + pad_h, w + pad_w
     x = x.view(b, hp // window, window, wp // window, window, c).transpose(2, 3)
-    return x.reshape(-1, window, window, c), (hp, wp)
+    return x.reshape(-1, window, window, c).contiguous(), (hp, wp)
 
 
 def window_unpartition(
@@ -167,6 +172,61 @@ class MultiScaleBlock(nn.Module):
             self.proj = nn.Linear(dim, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            return self._forward_bands(x)
+        return self._forward_whole(x)
+
+    def _forward_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """`_forward_whole`'s arithmetic, one band of window rows at a time (CPU inference).
+
+        Every step but global attention is local to a row of windows (or to a token), so a
+        band of ~``BAND_TOKENS`` tokens goes through norm, attention, projection, residual and
+        MLP while it is in the cache. On the whole 256x256 map the MLP's hidden activations
+        alone are 100 MB, freshly allocated (and page-faulted) by each block; in bands the
+        first stage's blocks take about half the time. Global attention needs every token's
+        keys: it runs on the whole map, and only what follows it goes by bands.
+        """
+        b, h, w, _ = x.shape
+        attn, window = self.attn, self.window_size
+        stride = self.q_stride[0] if self.q_stride is not None else 1
+        out_h, out_w = h // stride, w // stride
+        out = x.new_empty(b, out_h, out_w, self.dim_out)
+        if window == 0:  # global attention: on the whole map, then residual and MLP by bands
+            normed = self.norm1(x)
+            shortcut = x
+            if self.dim != self.dim_out:
+                shortcut = self.proj(normed)
+                if self.q_stride is not None:
+                    shortcut = pool_2x2(shortcut, self.q_stride)
+            att = attn.attend(attn.qkv(normed))
+            rows = max(1, BAND_TOKENS // max(out_w, 1))
+            for r0 in range(0, out_h, rows):
+                band = shortcut[:, r0 : r0 + rows] + attn.proj(att[:, r0 : r0 + rows])
+                out[:, r0 : r0 + rows] = band + self.mlp(self.norm2(band))
+            return out
+        rows = window * max(1, BAND_TOKENS // (window * w))  # input rows per band
+        for r0 in range(0, h, rows):
+            band = x[:, r0 : r0 + rows]
+            normed = self.norm1(band)
+            shortcut = band
+            if self.dim != self.dim_out:
+                shortcut = self.proj(normed)
+                if self.q_stride is not None:
+                    shortcut = pool_2x2(shortcut, self.q_stride)
+            # zero-padded normalised tokens project to the bias (see `_forward_whole`)
+            qkv = pad_to_windows(attn.qkv(normed), window, attn.qkv.bias)
+            qkv, padded = window_partition(qkv, window)
+            att = attn.attend(qkv)  # (B * nW, window / stride, window / stride, dim_out)
+            size = shortcut.shape[1:3]
+            att = window_unpartition(
+                att, window // stride, (padded[0] // stride, padded[1] // stride), size
+            )
+            band = shortcut + attn.proj(att)
+            o0 = r0 // stride
+            out[:, o0 : o0 + size[0]] = band + self.mlp(self.norm2(band))
+        return out
+
+    def _forward_whole(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x  # (B, H, W, dim)
         x = self.norm1(x)
         if self.dim != self.dim_out:
