@@ -286,9 +286,11 @@ def test_everything_in_the_widget_takes_the_stored_masks_at_once(sam, everything
             w.undo()
             assert w.objects == []
             w.goto(1)
+            messages = []
+            w.observe(lambda change: messages.append(change["new"]), "message")
             w._msg_callbacks(w, {"type": "everything", "client": "t", "seq": 1}, [])
             assert_objects_are(w.objects, expected[1], "everything", "cell")  # no wait needed
-            assert w.message.startswith(f"everything: {len(expected[1])} stored masks added")
+            assert f"everything: {len(expected[1])} stored masks added as objects" in messages
             with pytest.raises(AssertionError, match="MaskGenerator ran"):
                 w.segment_everything(points_per_side=2)  # settings: a live run
             w.wait()
