@@ -9,7 +9,8 @@ weights (the model's own ``mask_decoder`` and ``prompt_encoder``), but:
 - attention goes through ``scaled_dot_product_attention``;
 - the upscaling convolutions (kernel 2, stride 2: no overlap) are matrix products in the
   channel-last layout, with the pixel shuffle left to one permute of the final masks;
-- only the mask tokens that will be returned go through the hypernetwork.
+- only the tokens that are read (the IoU token and the mask tokens whose masks are returned)
+  go through the final attention and the hypernetwork.
 The parity tests compare the result with the official ``SamPredictor``.
 
 SAM 2.1's decoder takes the same path: its extra output token (the object score) is one more
@@ -265,24 +266,31 @@ def decode(
         queries, keys = _two_way_block(
             layer, queries, keys, tokens, context.pe, first if i == 0 else None
         )
+    # the final attention only for the tokens read below: the IoU token and the mask tokens
+    # whose masks are made (the prompts' own tokens and SAM 2's object token are not read)
+    s = getattr(dec, "num_leading_tokens", 0)
+    dynamic = getattr(dec, "dynamic_multimask_via_stability", False) and not dec.training
+    if multimask:
+        made = list(range(1, dec.num_mask_tokens))
+    elif dynamic:  # SAM 2: the single mask, or the best multimask one if it is unstable
+        made = list(range(dec.num_mask_tokens))
+    else:
+        made = [0]
+    used = [s] + [s + 1 + i for i in made]
+    queries, tokens = queries[:, used], tokens[:, used]
     final = transformer.final_attn_token_to_image
     attn_out = _tokens_to_image_unprojected(final, queries + tokens, keys + context.pe, keys)
     queries = transformer.norm_final_attn(queries + attn_out)
     keys = keys.expand(b, -1, -1)  # (B, HW, C)
 
-    s = getattr(dec, "num_leading_tokens", 0)
-    iou = dec.iou_prediction_head(queries[:, s, :])  # (B, 1 + M), sigmoid for SAM 2
-    mask_tokens = queries[:, s + 1 : s + 1 + dec.num_mask_tokens]
-    if multimask:
-        selected = list(range(1, dec.num_mask_tokens))
-    elif getattr(dec, "dynamic_multimask_via_stability", False) and not dec.training:
-        # SAM 2: the single mask, or the best multimask candidate if it is unstable; only
-        # those two masks are made
+    iou = dec.iou_prediction_head(queries[:, 0, :])  # (B, 1 + M), sigmoid for SAM 2
+    hypers = torch.stack(
+        [dec.output_hypernetworks_mlps[i](queries[:, 1 + k]) for k, i in enumerate(made)], 1
+    )  # (B, len(made), C/8)
+    if dynamic and not multimask:
+        # only the single mask and the best candidate are made
         rows = torch.arange(b)
         best = iou[:, 1:].argmax(dim=-1) + 1  # (B,)
-        hypers = torch.stack(
-            [mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1
-        )  # (B, 1 + M, C/8)
         hyper = torch.stack([hypers[:, 0], hypers[rows, best]], dim=1)  # (B, 2, C/8)
         masks = _upscaled_masks(dec, keys, hyper, h, w, context)
         pair_iou = torch.stack([iou[:, 0], iou[rows, best]], dim=1)
@@ -292,12 +300,7 @@ def decode(
             dec.dynamic_multimask_stability_delta,
             dec.dynamic_multimask_stability_thresh,
         )
-    else:
-        selected = [0]
-    hyper = torch.stack(
-        [dec.output_hypernetworks_mlps[i](mask_tokens[:, i]) for i in selected], dim=1
-    )  # (B, M, C/8)
-    return _upscaled_masks(dec, keys, hyper, h, w, context), iou[:, selected[0] : selected[-1] + 1]
+    return _upscaled_masks(dec, keys, hypers, h, w, context), iou[:, made[0] : made[-1] + 1]
 
 
 _UPSCALE_ROWS = 16  # embedding rows upscaled at a time: keeps the (16x) features in cache
