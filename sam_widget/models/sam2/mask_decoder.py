@@ -98,10 +98,6 @@ class Sam2MaskDecoder(MaskDecoder):
         x = act1(norm(conv1(src) + feat_s1))
         return act2(conv2(x) + feat_s0)
 
-    def project_high_res(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The neck's stride-4 and stride-8 maps -> the decoder's high-res features."""
-        return [self.conv_s0(features[0]), self.conv_s1(features[1])]
-
     def object_score_logits(self, hs: torch.Tensor) -> torch.Tensor:
         """(B, Nt, C) transformer output tokens -> (B, 1) logit that an object is present."""
         return self.pred_obj_score_head(hs[:, 0, :])

@@ -122,9 +122,10 @@ class Sam2(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normalised (B, 3, S, S) -> image embedding (B, C, S/16, S/16) and the decoder's
         high-res features [(B, C/8, S/4, S/4), (B, C/4, S/8, S/8)]."""
-        features = self.image_encoder(x)  # strides 4, 8, 16
-        high_res = self.sam_mask_decoder.project_high_res(features)
-        embedding = features[-1] + self.no_mem_embed.view(1, -1, 1, 1)
+        dec = self.sam_mask_decoder
+        # strides 4 and 8 projected to the high-res features, stride 16
+        *high_res, last = self.image_encoder.forward_projected(x, [dec.conv_s0, dec.conv_s1])
+        embedding = last + self.no_mem_embed.view(1, -1, 1, 1)
         return embedding, high_res
 
     def load_state_dict(  # type: ignore[override]
