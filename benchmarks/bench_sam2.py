@@ -12,11 +12,14 @@ Three measurements, each printed with the ratio ours / official and its target:
   ``SAM2AutomaticMaskGenerator``), each encoding the image itself. Random weights give
   sigmoid IoUs near 0.5 and low stability, so the thresholds below keep some masks and the
   whole pipeline runs. Target <= 0.5x.
+* ``models`` (not run by default): our encoders' times for vit_b, mobile_sam and the four SAM
+  2.1 models on one 1024x1024 image, relative to vit_b (the README's table on what
+  ``model="auto"`` picks).
 
 Functions take turns (A, B, A, B, ...) after a warm-up so a shared machine's slow spells hit
 both alike; the median is reported. Not a test: timings vary with the machine and its load.
 
-    PYTHONPATH=. python benchmarks/bench_sam2.py [encoder|click|everything ...] [--repeat 5]
+    PYTHONPATH=. python benchmarks/bench_sam2.py [encoder|click|everything|models ...] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -123,9 +126,42 @@ def bench_everything(official, ours, height: int, width: int) -> None:
     )
 
 
+MODELS = (
+    "vit_b",
+    "mobile_sam",
+    "sam2.1_hiera_tiny",
+    "sam2.1_hiera_small",
+    "sam2.1_hiera_base_plus",
+    "sam2.1_hiera_large",
+)
+
+
+@torch.no_grad()
+def bench_models(repeat: int) -> None:
+    import sam_widget as sw
+
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    fns = {}
+    for name in MODELS:
+        model = sw.build_sam(name).eval()
+        fns[name] = lambda model=model: _encode(model, x)
+    times = interleaved(fns, repeat)
+    print("model | encode time, relative to vit_b | seconds")
+    for name in MODELS:
+        print(f"{name} | {times[name] / times['vit_b']:.2f} | {times[name]:.2f}")
+
+
+def _encode(model, x: torch.Tensor):
+    from sam_widget.families import family_of
+
+    return family_of(model).encode(model, x)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="*", choices=[*TARGETS, []], help="default: all three")
+    parser.add_argument(
+        "what", nargs="*", choices=[*TARGETS, "models", []], help="default: the three targets"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
@@ -146,6 +182,8 @@ def main() -> None:
         bench_click(official, ours, max(args.repeat, 9), 1200, 1800)
     if "everything" in args.what:
         bench_everything(official, ours, 480, 640)
+    if "models" in args.what:
+        bench_models(args.repeat)
 
 
 if __name__ == "__main__":

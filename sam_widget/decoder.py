@@ -28,12 +28,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam_widget.models.matmul import linear, matmul
 from sam_widget.models.sam2.mask_decoder import select_single_masks
 from sam_widget.models.transformer import TwoWayAttentionBlock
 
 
 def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    return F.linear(x, layer.weight, layer.bias)
+    return linear(x, layer.weight, layer.bias)
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, m, k) @ (B, k, n) (+ ``add``, broadcast to (B, m, n)). One prompt (B = 1, a click)
+    is one 2-D product (`sam_widget.models.matmul`: oneDNN on the CPU); more go batched."""
+    if a.shape[0] == 1 and b.shape[0] == 1:
+        out = matmul(a[0], b[0])
+        if add is not None:
+            out.add_(add[0])
+        return out.unsqueeze(0)
+    if add is None:
+        return a @ b
+    return torch.baddbmm(add.expand(a.shape[0], -1, -1), a, b)
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -158,9 +172,9 @@ def _tokens_to_image_unprojected(
     q = q * d**-0.5
     q_img = (q @ attn.k_proj.weight.view(h, d, c)).reshape(b, h * t, c)  # (B, h*T, C)
     bias = (q * attn.k_proj.bias.view(h, 1, d)).sum(-1).reshape(b, h * t, 1)
-    scores = torch.baddbmm(bias, q_img, keys_pe.expand(b, -1, -1).transpose(1, 2))
+    scores = _bmm(q_img, keys_pe.expand(b, -1, -1).transpose(1, 2), bias)
     weights = torch.softmax(scores, dim=-1)  # (B, h*T, HW)
-    mixed = (weights @ keys).view(b, h, t, c)  # (B, h, T, C)
+    mixed = _bmm(weights, keys.expand(b, -1, -1)).view(b, h, t, c)  # (B, h, T, C)
     out = mixed @ attn.v_proj.weight.view(h, d, c).transpose(1, 2)  # (B, h, T, d)
     out = out + attn.v_proj.bias.view(h, 1, d)
     return _linear(_merge_heads(out), attn.out_proj)  # (B, T, C)
@@ -196,11 +210,11 @@ def _image_to_tokens(
         wq = attn.q_proj.weight.view(h, d, c)
         m = (k @ wq).reshape(b, h * t, c)  # (B, h*T, C)
         bias = (k * attn.q_proj.bias.view(h, 1, d)).sum(-1).reshape(b, h * t, 1)
-        scores = torch.baddbmm(bias, m, keys_pe.transpose(1, 2)).view(b, h, t, -1)
+        scores = _bmm(m, keys_pe.transpose(1, 2), bias).view(b, h, t, -1)
     weights = torch.softmax(scores, dim=2).view(b, h * t, -1)  # (B, h*T, HW)
     values = v @ attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (B, h, T, C)
     values = values.reshape(b, h * t, c) + attn.out_proj.bias / h
-    return torch.baddbmm(residual.expand(b, -1, -1), weights.transpose(1, 2), values)
+    return _bmm(weights.transpose(1, 2), values, residual)
 
 
 def _two_way_block(
@@ -342,12 +356,12 @@ def _upscaled_masks(
             rows = min(_UPSCALE_ROWS, h - r)
             if high_res:
                 b1 = context.high_res1[r * w : (r + rows) * w]  # (n, 4*c1), bias included
-            x = torch.addmm(b1, keys[i, r : r + rows].reshape(-1, c), w1)  # (n, 4*c1)
+            x = matmul(keys[i, r : r + rows].reshape(-1, c), w1).add_(b1)  # (n, 4*c1)
             x = F.layer_norm(x.view(rows, w, 2, 2, c1), (c1,), norm.weight, norm.bias, norm.eps)
             x = act1(x).transpose(1, 2).reshape(-1, c1)  # rows (i, di, j, dj)
             if high_res:
                 b2 = context.high_res0[r * 4 * w : (r + rows) * 4 * w]
-            y = act2(torch.addmm(b2, x, w2))  # (4n, (ei, ej, c2))
+            y = act2(matmul(x, w2).add_(b2))  # (4n, (ei, ej, c2))
             y = hyper[i] @ y.view(-1, c2).t()  # (M, (i, di, j, dj, ei, ej))
             y = y.view(m, rows, 2, 2 * w, 2, 2).transpose(3, 4)  # (M, i, di, ei, (j, dj), ej)
             out[i, :, r : r + rows] = y.reshape(m, rows, 2, 2, 4 * w)

@@ -110,7 +110,9 @@ def test_encoder_stages_neck_embedding_and_high_res_features_match(name):
 def test_hiera_blocks_by_bands_equal_the_whole_map(window, q_stride, dims):
     """CPU inference runs each block by bands of window rows; training (gradients) and other
     devices run the whole map. Both orders of the same arithmetic agree, for a batch of two, on
-    maps whose sides are not multiples of the window (padding on the last band and column)."""
+    maps whose sides are not multiples of the window (padding on the last band and column). The
+    bands' products may run in oneDNN (sam_widget/models/matmul.py), the whole map's in MKL:
+    equal up to the order of float additions."""
     from sam_widget.models.sam2 import hiera
 
     torch.manual_seed(0)
@@ -129,7 +131,7 @@ def test_hiera_blocks_by_bands_equal_the_whole_map(window, q_stride, dims):
     whole = block._forward_whole(x)
     step = q_stride[0] if q_stride else 1
     assert bands.shape == whole.shape == (2, 46 // step, 38 // step, dims[1])
-    assert spread_err(bands, whole) <= 1e-6
+    assert spread_err(bands, whole) <= SPREAD_TOL
     with torch.enable_grad():
         assert torch.equal(block(x), whole)  # with gradients: the whole map
 

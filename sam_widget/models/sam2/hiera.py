@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import MLP
+from ..matmul import linear
 from .configs import HieraConfig
 
 BAND_TOKENS = 4096  # tokens per band in `MultiScaleBlock._forward_bands` (CPU inference)
@@ -188,6 +189,14 @@ class MultiScaleBlock(nn.Module):
         """
         b, h, w, _ = x.shape
         attn, window = self.attn, self.window_size
+        fc1, fc2 = self.mlp.layers
+
+        def lin(t: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
+            return linear(t, layer.weight, layer.bias, gelu)
+
+        def mlp(t: torch.Tensor) -> torch.Tensor:  # the GELU fused into the first product
+            return lin(lin(t, fc1, gelu=True), fc2)
+
         stride = self.q_stride[0] if self.q_stride is not None else 1
         out_h, out_w = h // stride, w // stride
         out = x.new_empty(b, out_h, out_w, self.dim_out)
@@ -195,14 +204,14 @@ class MultiScaleBlock(nn.Module):
             normed = self.norm1(x)
             shortcut = x
             if self.dim != self.dim_out:
-                shortcut = self.proj(normed)
+                shortcut = lin(normed, self.proj)
                 if self.q_stride is not None:
                     shortcut = pool_2x2(shortcut, self.q_stride)
-            att = attn.attend(attn.qkv(normed))
+            att = attn.attend(lin(normed, attn.qkv))
             rows = max(1, BAND_TOKENS // max(out_w, 1))
             for r0 in range(0, out_h, rows):
-                band = shortcut[:, r0 : r0 + rows] + attn.proj(att[:, r0 : r0 + rows])
-                out[:, r0 : r0 + rows] = band + self.mlp(self.norm2(band))
+                band = shortcut[:, r0 : r0 + rows] + lin(att[:, r0 : r0 + rows], attn.proj)
+                out[:, r0 : r0 + rows] = band + mlp(self.norm2(band))
             return out
         rows = window * max(1, BAND_TOKENS // (window * w))  # input rows per band
         for r0 in range(0, h, rows):
@@ -210,20 +219,20 @@ class MultiScaleBlock(nn.Module):
             normed = self.norm1(band)
             shortcut = band
             if self.dim != self.dim_out:
-                shortcut = self.proj(normed)
+                shortcut = lin(normed, self.proj)
                 if self.q_stride is not None:
                     shortcut = pool_2x2(shortcut, self.q_stride)
             # zero-padded normalised tokens project to the bias (see `_forward_whole`)
-            qkv = pad_to_windows(attn.qkv(normed), window, attn.qkv.bias)
+            qkv = pad_to_windows(lin(normed, attn.qkv), window, attn.qkv.bias)
             qkv, padded = window_partition(qkv, window)
             att = attn.attend(qkv)  # (B * nW, window / stride, window / stride, dim_out)
             size = shortcut.shape[1:3]
             att = window_unpartition(
                 att, window // stride, (padded[0] // stride, padded[1] // stride), size
             )
-            band = shortcut + attn.proj(att)
+            band = shortcut + lin(att, attn.proj)
             o0 = r0 // stride
-            out[:, o0 : o0 + size[0]] = band + self.mlp(self.norm2(band))
+            out[:, o0 : o0 + size[0]] = band + mlp(self.norm2(band))
         return out
 
     def _forward_whole(self, x: torch.Tensor) -> torch.Tensor:
