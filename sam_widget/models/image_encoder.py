@@ -16,7 +16,8 @@ the arithmetic is the official one, arranged to run faster:
   (64 = 4 x 14 + 8 leaves 18% padding);
 * the relative-position mask is built contiguous, so the large global-attention mask is
   written once and never copied, into memory the blocks of one pass share (faulting in
-  805 MB of fresh pages for every global block costs more than the attention itself).
+  805 MB of fresh pages for every global block costs more than the attention itself);
+* in CPU inference the linear layers run in oneDNN (``sam_widget.models.matmul``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import LayerNorm2d, MLPBlock
+from .matmul import linear
 
 
 class PatchEmbed(nn.Module):
@@ -165,7 +167,7 @@ class Attention(nn.Module):
         B, H, W, C = x.shape
         nh = self.num_heads
         hd = C // nh
-        qkv = self.qkv(x)  # (B, H, W, 3C), laid out as (3, nh, hd) on the last axis
+        qkv = linear(x, self.qkv.weight, self.qkv.bias)  # (B, H, W, 3C): (3, nh, hd) last
         ws = self.window_size
         if ws > 0:
             Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws  # padded to whole windows
@@ -196,9 +198,9 @@ class Attention(nn.Module):
             out = out.view(B, nY, nX, nh, ws, ws, hd).permute(0, 1, 4, 2, 5, 3, 6)
             out = out.reshape(B, Hp, Wp, C)  # (B, Hp, Wp, C), one copy
             # projecting the padding too is cheaper than copying the cropped map for the matmul
-            return self.proj(out)[:, :H, :W]  # (B, H, W, C), a view
+            return linear(out, self.proj.weight, self.proj.bias)[:, :H, :W]  # a view
         out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
-        return self.proj(out)
+        return linear(out, self.proj.weight, self.proj.bias)
 
 
 class Block(nn.Module):

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .matmul import linear
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) map (SAM's necks and upscalers).
@@ -40,7 +42,10 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        lin1, lin2 = self.lin1, self.lin2
+        if type(self.act) is nn.GELU and self.act.approximate == "none":  # fused where it can
+            return linear(linear(x, lin1.weight, lin1.bias, gelu=True), lin2.weight, lin2.bias)
+        return linear(self.act(linear(x, lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
 
 
 class MLP(nn.Module):

@@ -6,8 +6,8 @@ ships, dispatches on the instruction set itself: on this project's AMD EPYC test
 float32 products run about twice as fast (``benchmarks/bench_sam2.py`` and the figures in the
 README). `linear` and `matmul` use oneDNN's linear kernel (``torch.ops.mkldnn._linear_pointwise``,
 the one PyTorch's own compiler emits for CPU linears, optionally with the GELU fused in) for
-float32 CPU tensors when no gradient is recorded, and the usual operators otherwise (training,
-GPUs, other dtypes, a PyTorch built without oneDNN).
+float32 CPU tensors when no gradient is recorded and no autocast is on, and the usual operators
+otherwise (training, GPUs, reduced precision, a PyTorch built without oneDNN).
 
 Both libraries compute float32 products with float32 accumulation; results differ by the order
 of the additions only (a few 1e-7 of the values' spread, see ``tests/test_parity_sam2.py``).
@@ -43,11 +43,20 @@ def onednn_available() -> bool:
     return _available
 
 
+def _autocast_cpu() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # older signature
+        return torch.is_autocast_cpu_enabled()
+
+
 def _use_onednn(x: torch.Tensor) -> bool:
+    """float32 CPU inference outside autocast (whose reduced precision F.linear applies)."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_grad_enabled()
+        and not _autocast_cpu()
         and onednn_available()
     )
 
