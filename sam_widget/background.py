@@ -4,7 +4,10 @@
 encodes the image being shown (once), decodes only the latest prompt state (bursts coalesce),
 answers hover requests in between and runs the "Everything" button. The prefetch thread encodes
 the next images of a dataset while the user works; it is a thread of its own so that a click's
-decode never waits behind a whole encode (torch releases the GIL while it computes).
+decode never waits behind a whole encode (torch releases the GIL while it computes). When the
+user moves to an image that is not encoded yet, a prefetch encoding another image is cancelled
+within one encoder block (``Predictor.encode(cancel=...)``), so the shown image's encode never
+queues behind it; the cancelled image is encoded again when it is near.
 
 Every engine call passes the image's own handle (``engine.encode`` / ``predict(image=...)``),
 so a shared engine (two widgets, a cell calling ``set_image``) never changes what a prompt is
@@ -14,6 +17,7 @@ status line and raised from the Python call that waited for them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .codec import encode_masks
+from .predictor import EncodeCancelled
 from .session import ImageSession, PromptError, entry_display_masks, quote
 from .wire import to_wire
 
@@ -185,6 +190,7 @@ class BackgroundWork:
     def _encode_current(self) -> None:
         with self._cv:
             img, rgb, gen = self._session.current, self._rgb, self._image_gen
+            self._cancel_prefetch_of_others(self._session.index)
         start = time.perf_counter()
         done = threading.Event()
 
@@ -432,6 +438,20 @@ class BackgroundWork:
                 return j if k == 1 or not self._dirty else None
         return None
 
+    def _encode_ahead(self, rgb: np.ndarray, cancel: threading.Event) -> Any:
+        """The prefetch's encode, cancellable where the engine allows (`Predictor.encode`)."""
+        encode = self._engine.encode
+        if "cancel" in inspect.signature(encode).parameters:
+            return encode(rgb, cancel=cancel)
+        return encode(rgb)
+
+    def _cancel_prefetch_of_others(self, index: int) -> None:
+        """The shown image ``index`` needs the encoder: a prefetch encoding another image
+        stops (within one encoder block) instead of making the user wait for it."""
+        busy = getattr(self, "_prefetching", None)
+        if busy is not None and busy[0] != index:
+            busy[1].set()
+
     def _prefetch(self) -> None:
         lower_priority()
         while True:
@@ -441,17 +461,27 @@ class BackgroundWork:
                     return
                 j = self._prefetch_target()
                 img = self._session.image(j)
+            cancel = threading.Event()
+            with self._cv:
+                self._prefetching = (j, cancel)
             try:
                 rgb = self._load(j)
-                handle = self._engine.encode(rgb)
+                handle = self._encode_ahead(rgb, cancel)
                 # what moving there would do next, so the first click waits for neither
                 prepare = getattr(self._engine, "prepare", None)
                 if prepare is not None:
                     prepare(handle)
                 self._display(j, rgb)
+            except EncodeCancelled:  # the user moved to an image not encoded yet: later
+                with self._cv:
+                    self._prefetching = None
+                    self.stats["prefetch_cancelled"] += 1
+                    self._kick()
+                continue
             except BaseException as exc:  # noqa: BLE001 - shown when the user gets there
                 _free_accelerator_memory()
                 with self._cv:
+                    self._prefetching = None
                     if isinstance(exc, PromptError) or type(exc).__name__ == "ImageError":
                         img.error = f"cannot read {img.name!r}: {exc}"
                     else:
@@ -459,6 +489,7 @@ class BackgroundWork:
                     self._kick()
                 continue
             with self._cv:
+                self._prefetching = None
                 if abs(j - self._session.index) <= PREFETCH:  # still near: keep it
                     img.handle = handle
                     self.stats["prefetched"] += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from sam_widget.images import to_rgb
 from sam_widget.masks import fill_small_regions, logits_to_masks, upscale_logits
 
 __all__ = [
+    "EncodeCancelled",
     "Engine",
     "Prediction",
     "Predictor",
@@ -43,6 +45,36 @@ __all__ = [
 ]
 
 Shape = tuple[int, int]
+
+
+class EncodeCancelled(RuntimeError):
+    """``Predictor.encode(..., cancel=event)`` stopped because ``event`` was set."""
+
+
+# The cancel event of the encode this thread runs (None: not cancellable). The image encoder's
+# blocks check it before they run (`_cancellable`), so a cancelled encode stops within a block.
+_running = threading.local()
+_hooked: weakref.WeakSet = weakref.WeakSet()
+
+
+def _check_cancel(module: nn.Module, args: Any) -> None:
+    event = getattr(_running, "cancel", None)
+    if event is not None and event.is_set():
+        raise EncodeCancelled("encoding was cancelled")
+
+
+def _cancellable(model: nn.Module) -> None:
+    """Give the image encoder's blocks (each element of its ModuleLists: ViT blocks, TinyViT
+    layers, Hiera blocks) a pre-forward check of `_running` (once per encoder; about a
+    microsecond per block when nothing is cancelled)."""
+    encoder = getattr(model, "image_encoder", None)
+    if encoder is None or encoder in _hooked:
+        return
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                block.register_forward_pre_hook(_check_cancel)
+    _hooked.add(encoder)
 
 
 @dataclass(eq=False)
@@ -298,13 +330,18 @@ class Predictor:
 
     # ---- images ------------------------------------------------------------------------------
 
-    def encode(self, image: Any, image_format: str = "RGB") -> _ImageState:
+    def encode(
+        self, image: Any, image_format: str = "RGB", cancel: threading.Event | None = None
+    ) -> _ImageState:
         """Encode ``image`` (numpy, PIL image or path; see ``sam_widget.images.to_rgb``) without
         making it the current image; returns its handle for ``predict(..., image=handle)``.
         ``image_format="BGR"`` reads an array in OpenCV's channel order (as the official API).
 
         An image whose content was encoded before (and is still cached, or is in the store or
-        the disk cache) is not encoded again.
+        the disk cache) is not encoded again. ``cancel``: an event that, once set (by another
+        thread), stops this encode within one encoder block with `EncodeCancelled`, nothing
+        cached (the widget's prefetch uses it so that moving to another image never waits for
+        an encode of an image nobody looks at).
         """
         rgb = to_rgb(image, image_format=image_format)
         key = self._cache_key(rgb)
@@ -320,7 +357,15 @@ class Predictor:
             if state is None:
                 state = self._stores.load(key)  # the embedding store, then the disk cache
                 if state is None:
-                    state = self._encode(rgb)
+                    if cancel is not None:
+                        if cancel.is_set():  # while this thread waited for the lock
+                            raise EncodeCancelled("encoding was cancelled")
+                        _cancellable(self.model)
+                    _running.cancel = cancel
+                    try:
+                        state = self._encode(rgb)
+                    finally:
+                        _running.cancel = None
                     self._stores.save(key, state)
                 with self._lock:
                     self.cache_misses += 1

@@ -288,6 +288,7 @@ class SamWidget(PictureDisplay, Editing, Exports, ViewProtocol, BackgroundWork,
         self.stats = {"decodes": 0, "coalesced": 0, "hover_requests": 0, "hover_answers": 0,
                       "hover_in_flight_max": 0, "last_prompt_s": 0.0, "last_bytes": 0,
                       "hover_reused": 0, "stale": 0, "refused": 0, "prefetched": 0,
+                      "prefetch_cancelled": 0,
                       "timeline": deque(maxlen=64)}
         self._hover_in_flight = 0
 

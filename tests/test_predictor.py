@@ -436,3 +436,38 @@ def test_an_interrupted_set_image_leaves_no_image(model, image, monkeypatch, err
         p.predict(points=[(10, 10)], labels=[1])
     p.set_image(image)  # a cached image is set again without the encoder
     assert p.predict(points=[(10, 10)], labels=[1]).masks.shape == (3, *image.shape[:2])
+
+
+def test_an_encode_is_cancelled_within_one_block_and_caches_nothing():
+    from sam_widget.predictor import EncodeCancelled
+    from tests.test_predictor_support import small_sam
+
+    model = small_sam()
+    p = Predictor(model, device="cpu")
+    image = synthetic_image(40, 50)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(EncodeCancelled):  # set before it started: no encoder run at all
+        p.encode(image, cancel=cancel)
+
+    # set by another party while the first block runs: the next block's check stops it
+    neck_runs = []
+    hooks = [
+        model.image_encoder.blocks[0].register_forward_hook(lambda *a: cancel.set()),
+        model.image_encoder.neck.register_forward_hook(lambda *a: neck_runs.append(1)),
+    ]
+    cancel.clear()
+    try:
+        original = model.image_encoder.blocks
+        model.image_encoder.blocks = torch.nn.ModuleList([original[0], original[0]])
+        with pytest.raises(EncodeCancelled):
+            p.encode(image, cancel=cancel)
+    finally:
+        model.image_encoder.blocks = original
+        for hook in hooks:
+            hook.remove()
+    assert neck_runs == [] and p.cache_info["entries"] == 0
+
+    handle = p.encode(image, cancel=threading.Event())  # never set: an ordinary encode
+    assert p.cache_info["entries"] == 1
+    np.testing.assert_array_equal(handle.embedding, p.encode(image).embedding)

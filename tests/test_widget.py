@@ -805,6 +805,47 @@ def test_the_next_image_is_prefetched_with_its_own_handle(folder):
     w.close()
 
 
+def test_moving_to_an_image_not_encoded_yet_cancels_the_prefetch_of_another(folder):
+    """The user jumps from image 1 to image 3 while the prefetch encodes image 2: the shown
+    image's encode does not wait for image 2's, which stops within one encoder block, leaves
+    image 2 without an error, and is encoded when the user gets there."""
+    pytest.importorskip("torch")
+    from tests.test_predictor_support import small_sam
+
+    model = small_sam()
+    inside, gate = threading.Event(), threading.Event()
+
+    def hold_the_prefetch(module, args):  # the prefetch stays inside the encoder until told
+        if threading.current_thread().name == "sam-widget-prefetch":
+            inside.set()
+            gate.wait(60)
+
+    hook = model.image_encoder.blocks[0].register_forward_pre_hook(hold_the_prefetch)
+    w = SamWidget(folder, model=sw.Predictor(model, device="cpu"))
+    try:
+        w.wait()
+        assert inside.wait(60), "the prefetch of image 2 never started"
+        mover = threading.Thread(target=lambda: w.goto(2).wait())
+        mover.start()
+        for _ in range(1200):  # until the worker has asked the prefetch to stop
+            busy = w._prefetching
+            if busy is not None and busy[1].is_set():
+                break
+            threading.Event().wait(0.05)
+        gate.set()
+        mover.join(60)
+        assert (w.index, w.status) == (2, "ready")
+        assert w.stats["prefetch_cancelled"] == 1 and w.stats["prefetched"] == 0
+        assert w.session.image(1).handle is None and w.session.image(1).error is None
+        w.goto(1).wait()
+        w.add_point(20, 20)
+        assert w.status == "ready" and len(w.scores) == 3
+    finally:
+        gate.set()
+        hook.remove()
+        w.close()
+
+
 def test_an_unreadable_image_is_shown_as_an_error_and_the_user_moves_on(folder):
     (folder / "img1.png").write_bytes(b"\x89PNG broken")
     w = SamWidget(folder, model="classic")
