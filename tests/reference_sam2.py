@@ -15,6 +15,7 @@ official predictor skips hole/sprinkle filling on this machine with a warning.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sam_widget.models import build_sam
@@ -78,8 +79,13 @@ def official_sam2(config: str | Sam2Config) -> nn.Module:
 
 
 def sam2_pair(config: str | Sam2Config, seed: int = 0) -> tuple[nn.Module, nn.Module]:
-    """(official, ours) with identical random weights, both in eval mode."""
-    official = randomize_(official_sam2(config), seed)
+    """(official, ours) with identical random weights, both in eval mode. The default init
+    draws from the global RNG: seeded here (and the caller's RNG state left as it was), so the
+    weights are the same whatever ran before in the process (they were not: a test whose
+    premise depends on the weights, the stability fallback's, failed in some test orders)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        official = randomize_(official_sam2(config), seed)
     ours = build_sam(config)
     ours.load_state_dict(official.state_dict(), strict=True)
     return official, ours
