@@ -46,9 +46,11 @@ def prompt_to_mask_bytes(w, x: float, y: float, seq: int) -> tuple[float, int]:
     """Seconds from a one-click prompt message reaching the widget's kernel side to its mask
     bytes being set for the comm, and the size of those bytes. ``seq`` must grow per call."""
     t0 = time.perf_counter()
-    w._msg_callbacks(w, {"type": "prompt", "client": "bench", "seq": seq,
+    w._msg_callbacks(w, {"type": "prompt", "client": "bench", "seq": seq, "rev": w.prompt_rev,
                          "points": [[int(x), int(y), 1]], "box": None}, [])
     w.wait()
+    if w.points != [[int(x), int(y), 1]]:  # the view protocol refused it: say so, not 0 ms
+        raise RuntimeError(f"the prompt message was not applied: {w.message}")
     return time.perf_counter() - t0, len(w._masks)
 
 
