@@ -19,7 +19,9 @@ arithmetic is the official one, arranged to do less work:
 * the resized position embedding is computed once per input size, not on every forward;
 * on the CPU, without gradients, each block goes by bands of window rows, every step of a band
   done while it is in the cache (`MultiScaleBlock._forward_bands`): the same arithmetic, about
-  a quarter less time for the whole trunk.
+  a tenth less time for hiera_tiny's trunk on an idle 2-core CPU (0.94x -> 0.83x the
+  official time), more where memory bandwidth is contended; its products go through
+  ``sam_widget.models.matmul`` (oneDNN), which brought it to 0.55x.
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ class MultiScaleBlock(nn.Module):
         band of ~``BAND_TOKENS`` tokens goes through norm, attention, projection, residual and
         MLP while it is in the cache. On the whole 256x256 map the MLP's hidden activations
         alone are 100 MB, freshly allocated (and page-faulted) by each block; in bands the
-        first stage's blocks take about half the time. Global attention needs every token's
+        first stage's blocks took 0.57-0.70x their whole-map time (one thread, a busy machine).
+        Global attention needs every token's
         keys: it runs on the whole map, and only what follows it goes by bands.
         """
         b, h, w, _ = x.shape
