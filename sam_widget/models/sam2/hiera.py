@@ -200,16 +200,18 @@ class MultiScaleBlock(nn.Module):
         def mlp(t: torch.Tensor) -> torch.Tensor:  # the GELU fused into the first product
             return lin(lin(t, fc1, gelu=True), fc2)
 
+        def shortcut_of(tokens: torch.Tensor, normed: torch.Tensor) -> torch.Tensor:
+            if self.dim == self.dim_out:
+                return tokens
+            shortcut = lin(normed, self.proj)
+            return shortcut if self.q_stride is None else pool_2x2(shortcut, self.q_stride)
+
         stride = self.q_stride[0] if self.q_stride is not None else 1
         out_h, out_w = h // stride, w // stride
         out = x.new_empty(b, out_h, out_w, self.dim_out)
         if window == 0:  # global attention: on the whole map, then residual and MLP by bands
             normed = self.norm1(x)
-            shortcut = x
-            if self.dim != self.dim_out:
-                shortcut = lin(normed, self.proj)
-                if self.q_stride is not None:
-                    shortcut = pool_2x2(shortcut, self.q_stride)
+            shortcut = shortcut_of(x, normed)
             att = attn.attend(lin(normed, attn.qkv))
             rows = max(1, BAND_TOKENS // max(out_w, 1))
             for r0 in range(0, out_h, rows):
@@ -220,11 +222,7 @@ class MultiScaleBlock(nn.Module):
         for r0 in range(0, h, rows):
             band = x[:, r0 : r0 + rows]
             normed = self.norm1(band)
-            shortcut = band
-            if self.dim != self.dim_out:
-                shortcut = lin(normed, self.proj)
-                if self.q_stride is not None:
-                    shortcut = pool_2x2(shortcut, self.q_stride)
+            shortcut = shortcut_of(band, normed)
             # zero-padded normalised tokens project to the bias (see `_forward_whole`)
             qkv = pad_to_windows(lin(normed, attn.qkv), window, attn.qkv.bias)
             qkv, padded = window_partition(qkv, window)
