@@ -143,8 +143,9 @@ class PictureDisplay:
         except (ImportError, ValueError):  # no plot helpers, or an unreadable image
             pass
 
-    def _picture_rgb(self) -> np.ndarray:
-        from .plot import render
+    def _drawn(self) -> dict:
+        """What a static picture of the widget draws (``sam_widget.plot.render``'s masks,
+        points, labels and box): the visible objects, the selected candidate, the prompts."""
         from .session import entry_masks
 
         with self._cv:
@@ -153,11 +154,13 @@ class PictureDisplay:
             if entry.prediction is not None:
                 masks.append(entry_masks(entry)[min(entry.selected,
                                                     len(entry.prediction.scores) - 1)])
-            pts = [(p[0], p[1]) for p in entry.points]
-            labels = [p[2] for p in entry.points]
-            box = entry.box
-        return render(self.image, masks=masks, points=pts, labels=labels, box=box,
-                      max_size=MAX_SIDE)
+            return {"masks": masks, "points": [(p[0], p[1]) for p in entry.points],
+                    "labels": [p[2] for p in entry.points], "box": entry.box}
+
+    def _picture_rgb(self) -> np.ndarray:
+        from .plot import render
+
+        return render(self.image, **self._drawn(), max_size=MAX_SIDE)
 
     def _picture_text(self) -> str:
         return (f"SamWidget: {len(self.objects)} object(s), {len(self.points)} point(s) "

@@ -625,15 +625,7 @@ class SamWidget(PictureDisplay, Editing, Exports, ViewProtocol, BackgroundWork,
     def _render_png(self, max_size: int = 1024) -> bytes:
         from .plot import render_png
 
-        entry = self._session.current.current
-        masks = [o["mask"] for o in self.objects if o.get("visible", True)]
-        if entry.prediction is not None:
-            masks.append(entry_masks(entry)[min(entry.selected,
-                                                len(entry.prediction.scores) - 1)])
-        pts = [(p[0], p[1]) for p in entry.points]
-        labels = [p[2] for p in entry.points]
-        return render_png(self.image, masks=masks, points=pts, labels=labels, box=entry.box,
-                          max_size=max_size)
+        return render_png(self.image, **self._drawn(), max_size=max_size)
 
     def _write(self, **values: Any) -> None:
         """Set traits together in one message, marked as our own writes."""
